@@ -1,0 +1,185 @@
+// The only pybind11 translation unit: argument validation, GIL release and docstrings for the
+// private module `fastckpt._native`. No hashing logic lives here.
+//
+// Data crosses the boundary in two ways:
+//  * Python buffers (bytes, bytearray, memoryview, numpy arrays, mmap): held with PyBUF_SIMPLE,
+//    which refuses non-contiguous exporters, for the whole call.
+//  * Raw (address, nbytes) pairs, for torch tensors (which export no buffer). SAFETY: the address
+//    is trusted. The caller (fastckpt._tensors) must pass a CPU tensor's data_ptr() and its exact
+//    byte size, and must keep the tensor alive and unmodified until the call returns. The native
+//    side reads exactly [address, address + nbytes) and never writes.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <system_error>
+#include <stdexcept>
+#include <string>
+
+#include "common/xxh3.hpp"
+#include "cpu/backend.hpp"
+#include "cpu/mapped_file.hpp"
+#include "cuda/backend.hpp"
+
+namespace py = pybind11;
+using namespace fastckpt;
+
+namespace {
+
+// Inputs smaller than this are hashed with the GIL held: releasing it costs more than it saves.
+constexpr size_t kGilReleaseBytes = 64 * 1024;
+constexpr size_t kMinLeafSize = 64;
+constexpr size_t kMaxLeafSize = size_t{1} << 30;
+
+class BufferView {
+ public:
+  explicit BufferView(const py::handle& obj) {
+    if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_SIMPLE) != 0) {
+      PyErr_Clear();
+      throw py::type_error(
+          "expected a C-contiguous bytes-like object (bytes, bytearray, memoryview, numpy array, "
+          "mmap); for a strided array pass numpy.ascontiguousarray(x), for a tensor use hash_tensor()");
+    }
+  }
+  ~BufferView() { PyBuffer_Release(&view_); }
+  BufferView(const BufferView&) = delete;
+  BufferView& operator=(const BufferView&) = delete;
+  const uint8_t* data() const { return static_cast<const uint8_t*>(view_.buf); }
+  size_t size() const { return static_cast<size_t>(view_.len); }
+
+ private:
+  Py_buffer view_{};
+};
+
+void check_leaf_size(size_t leaf_size) {
+  if (leaf_size < kMinLeafSize || leaf_size > kMaxLeafSize || (leaf_size & (leaf_size - 1)) != 0) {
+    throw py::value_error("leaf_size must be a power of two between 64 and 2**30, got " +
+                          std::to_string(leaf_size) + " (the default is 65536)");
+  }
+}
+
+cpu::LongAccumulateFn loop_for(const std::string& isa) {
+  try {
+    return cpu::long_accumulate_for(isa.empty() ? cpu::default_isa() : isa);
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+}
+
+// Leaf digests are returned as packed little-endian u64 bytes: no numpy import on the hot path of
+// the CLI, and memoryview(...).cast("Q") reads them for free on little-endian hosts.
+py::bytes leaf_digests_of(const uint8_t* data, size_t len, size_t leaf_size, int threads,
+                          cpu::LongAccumulateFn loop) {
+  const size_t n_leaves = (len + leaf_size - 1) / leaf_size;
+  PyObject* out = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(n_leaves * 8));
+  if (out == nullptr) throw py::error_already_set();
+  // The new bytes object is not yet visible to any other thread, so filling it without the GIL is safe.
+  auto* dst = reinterpret_cast<uint64_t*>(PyBytes_AS_STRING(out));
+  if (len >= kGilReleaseBytes) {
+    py::gil_scoped_release release;
+    cpu::leaf_digests(data, len, leaf_size, dst, threads, loop);
+  } else {
+    cpu::leaf_digests(data, len, leaf_size, dst, threads, loop);
+  }
+  return py::reinterpret_steal<py::bytes>(out);
+}
+
+py::int_ u128_to_int(xxh3::U128 v) {
+  py::int_ high(v.high), low(v.low);
+  return py::reinterpret_steal<py::int_>(
+      PyNumber_Or(py::reinterpret_steal<py::object>(PyNumber_Lshift(high.ptr(), py::int_(64).ptr())).ptr(),
+                  low.ptr()));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+  m.doc() = "fastckpt native core (private; use the fastckpt package API).";
+
+  m.def(
+      "xxh3_64",
+      [](const py::object& data) {
+        BufferView buf(data);
+        if (buf.size() >= kGilReleaseBytes) {
+          py::gil_scoped_release release;
+          return cpu::hash64(buf.data(), buf.size(), loop_for(""));
+        }
+        return cpu::hash64(buf.data(), buf.size(), loop_for(""));
+      },
+      py::arg("data"), "XXH3-64 (seed 0) of a C-contiguous buffer, as an int.");
+
+  m.def(
+      "xxh3_128",
+      [](const py::object& data) {
+        BufferView buf(data);
+        xxh3::U128 v;
+        {
+          py::gil_scoped_release release;
+          v = xxh3::hash128(buf.data(), buf.size());
+        }
+        return u128_to_int(v);
+      },
+      py::arg("data"), "XXH3-128 (seed 0) of a C-contiguous buffer, as an int (high << 64 | low).");
+
+  m.def(
+      "leaf_digests",
+      [](const py::object& data, size_t leaf_size, int threads, const std::string& isa) {
+        check_leaf_size(leaf_size);
+        auto loop = loop_for(isa);
+        BufferView buf(data);
+        return leaf_digests_of(buf.data(), buf.size(), leaf_size, threads, loop);
+      },
+      py::arg("data"), py::arg("leaf_size") = 65536, py::arg("threads") = 0, py::arg("isa") = "",
+      "XXH3-64 of each leaf_size-byte leaf of a C-contiguous buffer, as packed little-endian u64.");
+
+  m.def(
+      "leaf_digests_at",
+      [](uintptr_t address, size_t nbytes, size_t leaf_size, int threads, const std::string& isa) {
+        check_leaf_size(leaf_size);
+        if (address == 0 && nbytes != 0) throw py::value_error("null address with a non-zero length");
+        auto loop = loop_for(isa);
+        return leaf_digests_of(reinterpret_cast<const uint8_t*>(address), nbytes, leaf_size, threads, loop);
+      },
+      py::arg("address"), py::arg("nbytes"), py::arg("leaf_size") = 65536, py::arg("threads") = 0,
+      py::arg("isa") = "",
+      "Like leaf_digests, for host memory given as (address, nbytes). The caller keeps it alive.");
+
+  m.def(
+      "hash_file",
+      [](const std::string& path, size_t leaf_size, int threads, const std::string& isa) {
+        check_leaf_size(leaf_size);
+        auto loop = loop_for(isa);
+        std::unique_ptr<cpu::MappedFile> file;
+        try {
+          py::gil_scoped_release release;
+          file = std::make_unique<cpu::MappedFile>(path);
+        } catch (const std::system_error& e) {
+          errno = e.code().value();
+          PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
+          throw py::error_already_set();
+        }
+        py::bytes leaves = leaf_digests_of(file->data(), file->size(), leaf_size, threads, loop);
+        return py::make_tuple(file->size(), leaves);
+      },
+      py::arg("path"), py::arg("leaf_size") = 65536, py::arg("threads") = 0, py::arg("isa") = "",
+      "mmap a file and return (size, leaf digests as packed little-endian u64).");
+
+  m.def("available_isas", &cpu::available_isas, "CPU instruction sets usable here, narrowest first.");
+  m.def("default_isa", &cpu::default_isa, "The instruction set the CPU backend uses by default.");
+
+  m.def(
+      "cuda_status",
+      []() {
+        const cuda::Status s = cuda::status();
+        py::dict d;
+        d["compiled"] = s.compiled;
+        d["usable"] = s.usable;
+        d["device_count"] = s.device_count;
+        d["reason"] = s.reason;
+        d["architectures"] = s.architectures;
+        return d;
+      },
+      "Whether the CUDA backend is compiled in and usable. Never raises; never needs a GPU.");
+}

@@ -1,0 +1,36 @@
+"""fastckpt: native-accelerated checkpoint verification, repair and diff for PyTorch.
+
+Importing fastckpt is cheap: it loads the native core and nothing else. torch is imported only by
+the functions that take tensors, and CUDA is never initialized at import.
+"""
+
+from __future__ import annotations
+
+from ._backend import backends
+from .digest import (
+    DEFAULT_LEAF_SIZE,
+    Digest,
+    StateDictDigest,
+    hash_bytes,
+    hash_file,
+    hash_state_dict,
+    hash_tensor,
+)
+from .errors import FastckptError, InputError, UsageError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_LEAF_SIZE",
+    "Digest",
+    "FastckptError",
+    "InputError",
+    "StateDictDigest",
+    "UsageError",
+    "__version__",
+    "backends",
+    "hash_bytes",
+    "hash_file",
+    "hash_state_dict",
+    "hash_tensor",
+]

@@ -1,0 +1,5 @@
+"""`python -m fastckpt` runs the CLI (also how `torchrun -m fastckpt` reaches it)."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The `fastckpt` command line: argument parsing, exit codes and error reporting.
+
+Each subcommand lives in `fastckpt.commands.<name>` with `add_parser(subparsers)` and
+`run(args) -> int`. Command modules must import cheaply (no torch at module level): the parser for
+every command is built on each invocation.
+
+Exit codes (all commands): 0 success / intact / identical, 1 damage or difference found,
+2 unreadable input or usage error. Errors print one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .errors import FastckptError
+
+# Order here is the order in `fastckpt --help`.
+COMMANDS = ["hash", "demo"]
+
+EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"fastckpt: error: {message}\n")
+        raise SystemExit(EXIT_ERROR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(
+        prog="fastckpt",
+        description="Verify, repair and compare PyTorch checkpoints at memory speed.",
+        epilog="Exit codes: 0 ok/intact/identical, 1 damage or difference found, 2 error. "
+        "Run 'fastckpt COMMAND --help' for details.",
+    )
+    parser.add_argument("--version", action="version", version=f"fastckpt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        module = importlib.import_module(f"fastckpt.commands.{name}")
+        p = module.add_parser(sub)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    try:
+        return int(args._run(args))
+    except FastckptError as e:
+        sys.stderr.write(f"fastckpt: error: {e}\n")
+        return EXIT_ERROR
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        sys.stderr.write(f"fastckpt: error: {where}{e.strerror or e}\n")
+        return EXIT_ERROR
+    except MemoryError:
+        sys.stderr.write("fastckpt: error: out of memory\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("fastckpt: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""Exceptions fastckpt raises. Every user-facing failure carries one line of text that names the
+input, where in it the problem is, and what was expected; the CLI prints that line and exits 2."""
+
+from __future__ import annotations
+
+
+class FastckptError(Exception):
+    """Base class. `str(err)` is a complete one-line message suitable for a terminal."""
+
+
+class InputError(FastckptError, ValueError):
+    """The input is unreadable or malformed (exit code 2)."""
+
+    def __init__(self, path: str, offset: int | None, expected: str) -> None:
+        where = f" at offset {offset}" if offset is not None else ""
+        super().__init__(f"{path}{where}: {expected}")
+        self.path = path
+        self.offset = offset
+        self.expected = expected
+
+
+class UsageError(FastckptError, ValueError):
+    """An argument is invalid (exit code 2)."""
