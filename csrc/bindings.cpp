@@ -182,4 +182,12 @@ PYBIND11_MODULE(_native, m) {
         return d;
       },
       "Whether the CUDA backend is compiled in and usable. Never raises; never needs a GPU.");
+
+  // ---- bitwise diff (GPU engine / diff issues) ----
+
+  // ---- zip CRC-32 (formats / verify issue) ----
+
+  // ---- Reed-Solomon parity (repair issue) ----
+
+  // ---- CUDA entry points (GPU engine issue) ----
 }

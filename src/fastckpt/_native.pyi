@@ -21,3 +21,11 @@ def hash_file(path: str, leaf_size: int = 65536, threads: int = 0, isa: str = ""
 def available_isas() -> list[str]: ...
 def default_isa() -> str: ...
 def cuda_status() -> CudaStatus: ...
+
+# ---- bitwise diff ----
+
+# ---- zip CRC-32 ----
+
+# ---- Reed-Solomon parity ----
+
+# ---- CUDA entry points ----
