@@ -33,18 +33,20 @@ def read_layout(path: str, *, check_crc: bool = True) -> Any:
     """The reader's Layout for `path`, or an OpaqueLayout when no reader is available."""
     try:
         from .formats import read_layout as reader
-    except ImportError:
+
+        return reader(path, check_crc=check_crc)
+    except ImportError:  # a reader still missing (the formats branch is in progress)
         return OpaqueLayout(path, os.path.getsize(path))
-    return reader(path, check_crc=check_crc)
 
 
 def read_dir_layout(path: str) -> Any | None:
     """The reader's DirLayout for a checkpoint folder, or None when no reader is available."""
     try:
         from .formats import read_dir_layout as reader
-    except ImportError:
+
+        return reader(path)
+    except ImportError:  # a reader still missing (the formats branch is in progress)
         return None
-    return reader(path)
 
 
 def is_fastckpt_file(name: str) -> bool:

@@ -379,6 +379,9 @@ class _Bad(Exception):
         self.offset = offset
         self.expected = expected
 
+    def input_error(self, path: str) -> InputError:
+        return InputError(path, self.offset, f"expected {self.expected}")
+
 
 @dataclass
 class CopyStatus:
@@ -429,9 +432,7 @@ def _parse_locator(
     if check != _native.xxh3_64(data[:56]):
         raise _Bad(offset + 56, "the locator's XXH3-64 checksum to match its contents")
     if version != VERSION:
-        raise _Bad(
-            offset + 8, f"sidecar format version {VERSION}, found {version} (a newer fastckpt wrote it)"
-        )
+        raise _Bad(offset + 8, f"sidecar format version {VERSION}, found {version}: upgrade fastckpt")
     for off, n in ((a_off, a_len), (b_off, b_len)):
         if off + n > file_size:
             raise _Bad(offset + 16, f"copy range [{off}, {off + n}) inside the {file_size}-byte sidecar")
@@ -592,9 +593,9 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
     )
     if size < LOCATOR_SIZE or not any(magics):
         if size == 0:
-            raise InputError(spath, 0, "a fastckpt sidecar, found an empty file")
+            raise InputError(spath, 0, "expected a fastckpt sidecar, found an empty file")
         raise InputError(
-            spath, 0, f"a fastckpt sidecar starting with {HEADER_MAGIC.decode()} (this is not one)"
+            spath, 0, f"expected a fastckpt sidecar starting with {HEADER_MAGIC.decode()} (this is not one)"
         )
 
     locator_problems: list[str] = []
@@ -603,8 +604,8 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
         try:
             locators.append(_parse_locator(data[off : off + LOCATOR_SIZE], off, magic, size))
         except _Bad as e:
-            if "newer fastckpt" in e.expected:
-                raise InputError(spath, e.offset, e.expected) from None
+            if "upgrade fastckpt" in e.expected:
+                raise e.input_error(spath) from None
             locator_problems.append(f"{name} at offset {e.offset}: expected {e.expected}")
 
     a_candidates = [COPY_A_OFFSET]
@@ -623,7 +624,7 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
                 kind, sections, body = _parse_copy(data[off:], off, index)
             except _Bad as e:
                 if "upgrade fastckpt" in e.expected:
-                    raise InputError(spath, e.offset, e.expected) from None
+                    raise e.input_error(spath) from None
                 first_problem = first_problem or e
                 continue
             status = CopyStatus(name, off, True, sections=sections, body=body)
@@ -653,20 +654,22 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
         raise InputError(
             spath,
             copy_a.offset if copy_a.offset is not None else COPY_A_OFFSET,
-            f"an intact manifest copy, but both copies are damaged ({detail}); "
+            f"expected an intact manifest copy, but both copies are damaged ({detail}); "
             "run 'fastckpt protect' again on a known-good copy of the checkpoint",
         )
     kind = used.kind  # type: ignore[attr-defined]
     if expect_kind is not None and kind != expect_kind:
         want = "file sidecar" if expect_kind == KIND_FILE else "directory manifest"
-        raise InputError(spath, used.offset, f"a {want} (manifest kind {expect_kind}), found kind {kind}")
+        raise InputError(
+            spath, used.offset, f"expected a {want} (manifest kind {expect_kind}), found kind {kind}"
+        )
     assert used.sections is not None
     try:
         manifest: FileManifest | DirManifest = (
             _decode_file_manifest(used.sections) if kind == KIND_FILE else _decode_dir_manifest(used.sections)
         )
     except _Bad as e:
-        raise InputError(spath, e.offset, e.expected) from None
+        raise e.input_error(spath) from None
     if isinstance(manifest, FileManifest):
         manifest._source = spath
     a_len = None
@@ -691,4 +694,4 @@ def _decode_or_raise(fn, section: RawSection, source: str):  # type: ignore[no-u
     try:
         return fn(section)
     except _Bad as e:
-        raise InputError(source or "sidecar", e.offset, e.expected) from None
+        raise e.input_error(source or "sidecar") from None

@@ -36,7 +36,9 @@ def _print_result(r: dict[str, Any], indent: str = "") -> None:
             f"{r['tensors']} tensors, {r['segments']} segments)"
         )
     else:
-        print(f"{indent}{r['path']}: NOT protected: structural problems found (use --force to seal it anyway)")
+        print(
+            f"{indent}{r['path']}: NOT protected: structural problems found (use --force to seal it anyway)"
+        )
     for p in r["problems"]:
         where = f"offset {p['offset']}: " if p["offset"] is not None else ""
         print(f"{indent}  {p['kind']}: {where}{p['message']}")

@@ -56,7 +56,8 @@ def _print_file(r: dict[str, Any], indent: str = "") -> None:
     if r["ok"]:
         print(f"{indent}{name}: OK ({r['size']} bytes, {how})")
         return
-    print(f"{indent}{name}: DAMAGED ({how})")
+    only_unsafe = all(p["kind"] == "unsafe-pickle" for p in r["problems"]) and not r["damaged"]
+    print(f"{indent}{name}: {'UNSAFE' if only_unsafe else 'DAMAGED'} ({how})")
     for p in r["problems"]:
         if p["kind"] == "damaged":
             continue
@@ -84,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
             files = report["files"]
             bad = sum(1 for f in files if not f["ok"])
             state = "OK" if report["ok"] else "DAMAGED"
-            print(f"{report['path'].rstrip(os.sep)}{os.sep}: {state} ({len(files) - bad} of {len(files)} files intact)")
+            print(
+                f"{report['path'].rstrip(os.sep)}{os.sep}: {state} ({len(files) - bad} of {len(files)} files intact)"
+            )
             for rel in report["missing"]:
                 print(f"  missing: {rel}")
             for rel in report["extra"]:
