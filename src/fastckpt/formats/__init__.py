@@ -43,8 +43,6 @@ FORMATS = ("torch-zip", "torch-legacy", "safetensors", "dcp", "dcp-shard", "hf-s
 TORCH_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl")
 SIDECAR_SUFFIX = ".fastckpt"
 
-_LEGACY_MAGIC = bytes.fromhex("8002 8a0a 6cfc9c46f9206aa85019".replace(" ", ""))
-
 
 def _sniff(fv: FileView, path: str) -> str:
     size = fv.size
@@ -54,8 +52,8 @@ def _sniff(fv: FileView, path: str) -> str:
         return "dcp-shard"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"  # refined to torch-zip by the zip reader
-    if head.startswith(_LEGACY_MAGIC[:4]) and head[: len(_LEGACY_MAGIC)] == _LEGACY_MAGIC[: len(head)]:
-        return "torch-legacy"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "torch-legacy"  # a pickle: torch's legacy format starts with its magic-number pickle
     if size >= 262 and fv.read(257, 5) == b"ustar":
         return "torch-legacy" if ext in TORCH_EXTENSIONS else "opaque"
     if size >= 9 and fv.read(8, 1) == b"{" and int.from_bytes(head[:8], "little") >= 2:
