@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import InputError
@@ -91,8 +92,12 @@ def detect_format(path: str) -> str:
         return fmt
 
 
-def read_layout(path: str, *, check_crc: bool = True) -> Layout:
-    """The layout of one checkpoint file. Never executes anything from the file."""
+def read_layout(
+    path: str, *, check_crc: bool = True, progress: Callable[[int], None] | None = None
+) -> Layout:
+    """The layout of one checkpoint file. Never executes anything from the file.
+
+    `progress(nbytes)` is called as zip records are CRC-checked (the only step that reads data)."""
     p = os.fspath(path)
     if os.path.isdir(p):
         raise InputError(
@@ -100,17 +105,19 @@ def read_layout(path: str, *, check_crc: bool = True) -> Layout:
         )
     with FileView(p) as fv:
         fmt = _sniff(fv, p)
-        layout = _read(fv, p, fmt, check_crc)
+        layout = _read(fv, p, fmt, check_crc, progress)
     layout.problems.sort(key=lambda q: (q.offset is None, q.offset or 0))
     return layout
 
 
-def _read(fv: FileView, path: str, fmt: str, check_crc: bool) -> Layout:
+def _read(
+    fv: FileView, path: str, fmt: str, check_crc: bool, progress: Callable[[int], None] | None = None
+) -> Layout:
     size = fv.size
     if fmt == "zip":
         from ._torchzip import read_torch_zip
 
-        z = read_torch_zip(fv, check_crc=check_crc)
+        z = read_torch_zip(fv, check_crc=check_crc, progress=progress)
         return Layout(
             path, _zip_format(z, path), size, tile(size, z.segments), z.tensors, z.problems,
             z.unsafe, z.non_tensor, globals_seen=z.globals_seen, info=z.info,
