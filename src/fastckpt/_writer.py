@@ -46,7 +46,7 @@ from .sidecar import (
 # Writes at least this large get their own (write-relative) leaf digests: a tensor's bytes reach
 # write() in one call, so a tensor digest is then free. Smaller writes are headers and tiny tensors,
 # whose digests are taken from the (hot) file afterwards.
-CHUNK_MIN = 4096
+CHUNK_MIN = 64
 # Small writes are gathered before they reach the kernel; large ones go straight from the caller's memory.
 _SMALL_WRITE = 1 << 16
 _BUFFER_LIMIT = 1 << 20
