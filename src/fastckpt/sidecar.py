@@ -561,7 +561,11 @@ def _decode_dir_manifest(sections: list[RawSection]) -> DirManifest:
     leaf_size = r.u64("leaf_size")
     entries = []
     for _ in range(r.u64("entry count")):
+        at = r.base + r.pos
         path = r.str16("path")
+        parts = path.split("/")
+        if not path or path.startswith("/") or "\\" in path or any(x in ("", ".", "..") for x in parts):
+            raise _Bad(at, f"a relative '/'-separated path without '.' or '..' parts, found {path!r}")
         size = r.u64("size")
         entries.append(DirEntry(path, size, r.u128("digest")))
     r.done("DIRECTORY")
