@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import InputError
@@ -43,8 +44,6 @@ FORMATS = ("torch-zip", "torch-legacy", "safetensors", "dcp", "dcp-shard", "hf-s
 TORCH_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl")
 SIDECAR_SUFFIX = ".fastckpt"
 
-_LEGACY_MAGIC = bytes.fromhex("8002 8a0a 6cfc9c46f9206aa85019".replace(" ", ""))
-
 
 def _sniff(fv: FileView, path: str) -> str:
     size = fv.size
@@ -54,8 +53,8 @@ def _sniff(fv: FileView, path: str) -> str:
         return "dcp-shard"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"  # refined to torch-zip by the zip reader
-    if head.startswith(_LEGACY_MAGIC[:4]) and head[: len(_LEGACY_MAGIC)] == _LEGACY_MAGIC[: len(head)]:
-        return "torch-legacy"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "torch-legacy"  # a pickle: torch's legacy format starts with its magic-number pickle
     if size >= 262 and fv.read(257, 5) == b"ustar":
         return "torch-legacy" if ext in TORCH_EXTENSIONS else "opaque"
     if size >= 9 and fv.read(8, 1) == b"{" and int.from_bytes(head[:8], "little") >= 2:
@@ -93,8 +92,12 @@ def detect_format(path: str) -> str:
         return fmt
 
 
-def read_layout(path: str, *, check_crc: bool = True) -> Layout:
-    """The layout of one checkpoint file. Never executes anything from the file."""
+def read_layout(
+    path: str, *, check_crc: bool = True, progress: Callable[[int], None] | None = None
+) -> Layout:
+    """The layout of one checkpoint file. Never executes anything from the file.
+
+    `progress(nbytes)` is called as zip records are CRC-checked (the only step that reads data)."""
     p = os.fspath(path)
     if os.path.isdir(p):
         raise InputError(
@@ -102,17 +105,19 @@ def read_layout(path: str, *, check_crc: bool = True) -> Layout:
         )
     with FileView(p) as fv:
         fmt = _sniff(fv, p)
-        layout = _read(fv, p, fmt, check_crc)
+        layout = _read(fv, p, fmt, check_crc, progress)
     layout.problems.sort(key=lambda q: (q.offset is None, q.offset or 0))
     return layout
 
 
-def _read(fv: FileView, path: str, fmt: str, check_crc: bool) -> Layout:
+def _read(
+    fv: FileView, path: str, fmt: str, check_crc: bool, progress: Callable[[int], None] | None = None
+) -> Layout:
     size = fv.size
     if fmt == "zip":
         from ._torchzip import read_torch_zip
 
-        z = read_torch_zip(fv, check_crc=check_crc)
+        z = read_torch_zip(fv, check_crc=check_crc, progress=progress)
         return Layout(
             path, _zip_format(z, path), size, tile(size, z.segments), z.tensors, z.problems,
             z.unsafe, z.non_tensor, globals_seen=z.globals_seen, info=z.info,

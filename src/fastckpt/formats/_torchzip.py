@@ -10,6 +10,7 @@ its byte range, using the restricted unpickler, so nothing in the archive is eve
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,6 +197,7 @@ def read_torch_zip(
     check_crc: bool = True,
     key_prefix: str = "",
     pickle: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> ZipLayout:
     end = fv.size if end is None else end
     pickle_cache: dict[int, PickleResult] = {}
@@ -317,7 +319,7 @@ def read_torch_zip(
             )
         )
     if check_crc and not zi.truncated:
-        check_crcs(fv, zi)
+        check_crcs(fv, zi, progress=progress)
         problems.extend(p for p in zi.problems if p.kind == "bad-crc" or p not in problems)
         info["crc_recorded"] = zi.crc_recorded
     expected = None if zi.expected_size is None else base + zi.expected_size
