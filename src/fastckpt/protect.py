@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _native
-from ._layout import read_dir_layout, read_layout, walk_files
+from ._layout import OpaqueLayout, folder_file_format, read_dir_layout, read_layout, walk_files
 from .digest import DEFAULT_LEAF_SIZE, check_leaf_size, digest_from_leaves, hash_file
 from .errors import InputError
 from .sidecar import (
@@ -156,6 +156,7 @@ def protect_file(
     progress: bool = False,
     force: bool = False,
     sidecar: str | None = None,
+    layout: Any = None,
 ) -> ProtectResult:
     """Writes the sidecar of one file. A file whose reader reports structural damage (bad CRC,
     truncation, ...) is not sealed unless `force`: a sidecar would certify the damage."""
@@ -164,7 +165,8 @@ def protect_file(
         raise InputError(fspath, None, "expected a file, found a directory (use protect_dir)")
     if not os.path.exists(fspath):
         raise InputError(fspath, None, "expected a file to protect, but it does not exist")
-    layout = read_layout(fspath, check_crc=True)
+    if layout is None:
+        layout = read_layout(fspath, check_crc=True)
     problems = [_problem_json(p) for p in layout.problems if p.kind != "unsafe-pickle"]
     spath = sidecar or sidecar_path_for(fspath)
     if problems and not force:
@@ -197,6 +199,10 @@ def protect_file(
         manifest.unsafe,
         problems,
     )
+
+
+# Folder problems that do not make the folder's contents suspect.
+_NOT_BLOCKING = ("extra-file", "unsafe-pickle")
 
 
 @dataclass
@@ -243,16 +249,24 @@ def protect_dir(
         raise InputError(root, None, "expected a directory")
     dir_layout = read_dir_layout(root)
     fmt = dir_layout.format if dir_layout is not None else "directory"
-    problems = [_problem_json(p) for p in dir_layout.problems] if dir_layout is not None else []
+    problems = [
+        _problem_json(p)
+        for p in (dir_layout.problems if dir_layout is not None else [])
+        if p.kind not in _NOT_BLOCKING
+    ]
     rels = list(walk_files(root))
     if not rels:
         raise InputError(root, None, "expected a folder with files to protect, found none")
-    results = [
-        protect_file(
-            os.path.join(root, rel), leaf_size=leaf_size, threads=threads, progress=progress, force=force
+    results = []
+    for rel in rels:
+        full = os.path.join(root, rel)
+        folder_fmt = folder_file_format(fmt, rel)
+        layout = OpaqueLayout(full, os.path.getsize(full), folder_fmt) if folder_fmt else None
+        results.append(
+            protect_file(
+                full, leaf_size=leaf_size, threads=threads, progress=progress, force=force, layout=layout
+            )
         )
-        for rel in rels
-    ]
     blocked = bool(problems) or any(not r.written for r in results)
     if blocked and not force:
         return ProtectDirResult(root, None, fmt, results, problems)
