@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from . import _native
 from .errors import InputError
@@ -391,6 +392,7 @@ class CopyStatus:
     problem: str | None = None
     sections: list[RawSection] | None = None
     body: bytes | None = None
+    kind: int = 0
 
 
 @dataclass
@@ -631,14 +633,12 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
                     raise e.input_error(spath) from None
                 first_problem = first_problem or e
                 continue
-            status = CopyStatus(name, off, True, sections=sections, body=body)
-            status.kind = kind  # type: ignore[attr-defined]
-            return status
-        off = candidates[0] if candidates else None
+            return CopyStatus(name, off, True, sections=sections, body=body, kind=kind)
+        where = candidates[0] if candidates else None
         if first_problem is None:
-            return CopyStatus(name, off, False, "not found (no readable locator points at it)")
+            return CopyStatus(name, where, False, "not found (no readable locator points at it)")
         return CopyStatus(
-            name, off, False, f"at offset {first_problem.offset}: expected {first_problem.expected}"
+            name, where, False, f"at offset {first_problem.offset}: expected {first_problem.expected}"
         )
 
     copy_a = try_copy("A", 0, a_candidates)
@@ -661,7 +661,7 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
             f"expected an intact manifest copy, but both copies are damaged ({detail}); "
             "run 'fastckpt protect' again on a known-good copy of the checkpoint",
         )
-    kind = used.kind  # type: ignore[attr-defined]
+    kind = used.kind
     if expect_kind is not None and kind != expect_kind:
         want = "file sidecar" if expect_kind == KIND_FILE else "directory manifest"
         raise InputError(
@@ -694,7 +694,10 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
     )
 
 
-def _decode_or_raise(fn, section: RawSection, source: str):  # type: ignore[no-untyped-def]
+_T = TypeVar("_T")
+
+
+def _decode_or_raise(fn: Callable[[RawSection], list[_T]], section: RawSection, source: str) -> list[_T]:
     try:
         return fn(section)
     except _Bad as e:

@@ -390,8 +390,8 @@ def verify_dir(path: str | os.PathLike[str], *, threads: int = 0, progress: bool
             try:
                 if folder_fmt and entry is None and not os.path.exists(sidecar_path_for(full)):
                     file_report = _folder_file_report(full, folder_fmt, report["problems"])
-                elif entry is not None and not os.path.exists(sidecar_path_for(full)):
-                    file_report = _digest_only_report(full, entry, dir_manifest.leaf_size, threads, progress)  # type: ignore[union-attr]
+                elif entry is not None and dir_manifest and not os.path.exists(sidecar_path_for(full)):
+                    file_report = _digest_only_report(full, entry, dir_manifest.leaf_size, threads, progress)
                 else:
                     file_report = verify_file(full, threads=threads, progress=progress)
                     if entry is not None and file_report.get("expected_size") not in (None, entry.size):
