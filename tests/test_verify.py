@@ -486,7 +486,9 @@ def _dcp_folder(path: str) -> None:
     g = torch.Generator().manual_seed(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dcp.save({"w": torch.randn(300, 100, generator=g), "b": torch.randn(100, generator=g)}, checkpoint_id=path)
+        dcp.save(
+            {"w": torch.randn(300, 100, generator=g), "b": torch.randn(100, generator=g)}, checkpoint_id=path
+        )
 
 
 def test_dcp_folder_structural_and_protected(tmp_path, cli) -> None:
@@ -514,3 +516,35 @@ def test_dcp_folder_structural_and_protected(tmp_path, cli) -> None:
     r, out = run_json(cli, root)
     assert r.returncode == 1 and out["missing"] == [shards[0]]
     assert any(p["kind"] == "missing-file" for p in out["problems"])
+
+
+def test_hf_sharded_folder(tmp_path, cli) -> None:
+    root = tmp_path / "hf"
+    root.mkdir()
+    weight_map = {}
+    for i, name in enumerate(["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]):
+        _safetensors(str(root / name), {f"layer{i}.w": ("F32", [1000], opaque_bytes(4000))})
+        weight_map[f"layer{i}.w"] = name
+    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (root / "config.json").write_text("{}")
+    r, out = run_json(cli, str(root))
+    assert r.returncode == 0 and out["format"] == "hf-sharded", r.stderr
+    checked = {f["file"] for f in out["files"]}
+    assert "model.safetensors.index.json" in checked and "config.json" not in checked
+    assert cli(["protect", str(root)]).returncode == 0
+    r, out = run_json(cli, str(root))
+    assert r.returncode == 0 and "config.json" in {f["file"] for f in out["files"]}
+    os.unlink(root / "model-00002-of-00002.safetensors")
+    r, out = run_json(cli, str(root))
+    assert r.returncode == 1 and out["missing"] == ["model-00002-of-00002.safetensors"]
+
+
+def test_demo_shows_the_damaged_tensor(cli) -> None:
+    r = cli(["demo", "--json"])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"] and out["sidecar"].endswith(".fastckpt")
+    assert out["verify"]["ok"] is False and out["damaged_tensors"]
+    assert out["damaged_tensors"] == sorted({k for d in out["verify"]["damaged"] for k in d["tensors"]})
+    text = cli(["demo"])
+    assert text.returncode == 0 and "5. verify: DAMAGED bytes [" in text.stdout
