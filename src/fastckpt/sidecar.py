@@ -13,6 +13,7 @@ and never imports torch.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -391,7 +392,8 @@ class CopyStatus:
     ok: bool
     problem: str | None = None
     sections: list[RawSection] | None = None
-    body: bytes | None = None
+    body_length: int | None = None
+    body_hash: int | None = None
     kind: int = 0
 
 
@@ -441,8 +443,9 @@ def _parse_locator(
     return kind, a_off, a_len, b_off, b_len, bulk_len
 
 
-def _parse_copy(data: memoryview, offset: int, index: int) -> tuple[int, list[RawSection], bytes]:
-    """Validates one copy at data[0:] (data may extend past it) and returns (kind, sections, body)."""
+def _parse_copy(data: memoryview, offset: int, index: int) -> tuple[int, list[RawSection], int, int]:
+    """Validates one copy at data[0:] (data may extend past it); returns (kind, sections,
+    body_length, XXH3-128 of the body) so the copies can be compared without copying them."""
     if len(data) < COPY_HEADER_SIZE + COPY_CHECKSUM_SIZE:
         raise _Bad(offset, "a manifest copy header")
     magic, version, kind, idx, _, count, _, body_len = _COPY_HEADER.unpack(data[:COPY_HEADER_SIZE])
@@ -476,7 +479,7 @@ def _parse_copy(data: memoryview, offset: int, index: int) -> tuple[int, list[Ra
         pos = start + _align(length, 8)
     if pos != end:
         raise _Bad(offset + min(pos, end), "the end of the copy body after its last section")
-    return kind, sections, bytes(data[COPY_HEADER_SIZE:end])
+    return kind, sections, body_len, _native.xxh3_128(data[COPY_HEADER_SIZE:end])
 
 
 def _decode_file_manifest(sections: list[RawSection]) -> FileManifest:
@@ -588,10 +591,12 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
     Raises InputError when the file is not a sidecar or when no copy is intact.
     """
     spath = os.fspath(path)
+    # Mapped, not read: a huge file passed as --sidecar must not be pulled into memory, and the
+    # bulk area (parity) is never touched unless a locator is damaged.
     with open(spath, "rb") as f:
-        data_bytes = f.read()
-    data = memoryview(data_bytes)
-    size = len(data)
+        size = os.fstat(f.fileno()).st_size
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    data = memoryview(mapped)
     magics = (
         data[:8] == HEADER_MAGIC,
         data[COPY_A_OFFSET : COPY_A_OFFSET + 8] == COPY_MAGIC,
@@ -627,13 +632,13 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
         first_problem: _Bad | None = None
         for off in candidates:
             try:
-                kind, sections, body = _parse_copy(data[off:], off, index)
+                kind, sections, body_len, body_hash = _parse_copy(data[off:], off, index)
             except _Bad as e:
                 if "upgrade fastckpt" in e.expected:
                     raise e.input_error(spath) from None
                 first_problem = first_problem or e
                 continue
-            return CopyStatus(name, off, True, sections=sections, body=body, kind=kind)
+            return CopyStatus(name, off, True, None, sections, body_len, body_hash, kind)
         where = candidates[0] if candidates else None
         if first_problem is None:
             return CopyStatus(name, where, False, "not found (no readable locator points at it)")
@@ -648,7 +653,7 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
         ]
     copy_b = try_copy("B", 1, b_candidates)
     copies = [copy_a, copy_b]
-    if copy_a.ok and copy_b.ok and copy_a.body != copy_b.body:
+    if copy_a.ok and copy_b.ok and copy_a.body_hash != copy_b.body_hash:
         copy_b.ok = False
         copy_b.problem = "differs from copy A although both checksums match; copy A was used"
 
@@ -677,10 +682,9 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
     if isinstance(manifest, FileManifest):
         manifest._source = spath
     a_len = None
-    if copy_a.ok and copy_a.body is not None:
-        a_len = COPY_HEADER_SIZE + len(copy_a.body) + COPY_CHECKSUM_SIZE
-    elif copy_b.body is not None:
-        a_len = COPY_HEADER_SIZE + len(copy_b.body) + COPY_CHECKSUM_SIZE  # bodies are identical
+    body_len = copy_a.body_length if copy_a.ok else copy_b.body_length  # bodies are identical
+    if body_len is not None:
+        a_len = COPY_HEADER_SIZE + body_len + COPY_CHECKSUM_SIZE
     return SidecarFile(
         path=spath,
         kind=kind,
