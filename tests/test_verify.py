@@ -548,3 +548,19 @@ def test_demo_shows_the_damaged_tensor(cli) -> None:
     assert out["damaged_tensors"] == sorted({k for d in out["verify"]["damaged"] for k in d["tensors"]})
     text = cli(["demo"])
     assert text.returncode == 0 and "5. verify: DAMAGED bytes [" in text.stdout
+
+
+def test_sidecar_given_as_the_checkpoint(tmp_path, cli) -> None:
+    p = str(tmp_path / "m.pt")
+    save_model(p)
+    protect_file(p)
+    r = cli(["verify", p + ".fastckpt"])
+    assert (r.returncode, r.stderr) == (
+        2,
+        f"fastckpt: error: {p}.fastckpt: expected a checkpoint, found a fastckpt sidecar: verify {p}\n",
+    )
+    r = cli(["protect", p + ".fastckpt"])
+    assert (r.returncode, r.stderr) == (
+        2,
+        f"fastckpt: error: {p}.fastckpt: expected a checkpoint, found a fastckpt sidecar (it protects itself)\n",
+    )

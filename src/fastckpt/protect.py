@@ -19,6 +19,7 @@ from .digest import DEFAULT_LEAF_SIZE, check_leaf_size, digest_from_leaves, hash
 from .errors import InputError
 from .sidecar import (
     DIR_MANIFEST_NAME,
+    SIDECAR_SUFFIX,
     TENSOR_RAW_RANGE,
     DirEntry,
     DirManifest,
@@ -165,6 +166,8 @@ def protect_file(
         raise InputError(fspath, None, "expected a file, found a directory (use protect_dir)")
     if not os.path.exists(fspath):
         raise InputError(fspath, None, "expected a file to protect, but it does not exist")
+    if fspath.endswith(SIDECAR_SUFFIX) and sidecar is None:
+        raise InputError(fspath, None, "expected a checkpoint, found a fastckpt sidecar (it protects itself)")
     if layout is None:
         layout = read_layout(fspath, check_crc=True)
     problems = [_problem_json(p) for p in layout.problems if p.kind != "unsafe-pickle"]

@@ -18,6 +18,7 @@ from .sidecar import (
     DIR_MANIFEST_NAME,
     KIND_DIRECTORY,
     KIND_FILE,
+    SIDECAR_SUFFIX,
     DirManifest,
     FileManifest,
     SidecarFile,
@@ -256,6 +257,12 @@ def verify_file(
 ) -> dict[str, Any]:
     """Verifies one file: with its sidecar when there is one (or `sidecar` is given), else structurally."""
     fspath = os.fspath(path)
+    if fspath.endswith(SIDECAR_SUFFIX) and sidecar is None and os.path.isfile(fspath):
+        raise InputError(
+            fspath,
+            None,
+            f"expected a checkpoint, found a fastckpt sidecar: verify {fspath[: -len(SIDECAR_SUFFIX)]}",
+        )
     spath = sidecar or sidecar_path_for(fspath)
     if sidecar is not None or os.path.exists(spath):
         return verify_with_sidecar(fspath, spath, threads=threads, progress=progress)
