@@ -98,7 +98,8 @@ def _dtensor_class() -> Any:
 
 def _tag64(data: bytes) -> int:
     """A signed 64-bit tag (fits an int64 tensor element)."""
-    return struct.unpack("<q", struct.pack("<Q", _native.xxh3_64(data)))[0]
+    tag: int = struct.unpack("<q", struct.pack("<Q", _native.xxh3_64(data)))[0]
+    return tag
 
 
 def _classify(key: str, t: torch.Tensor, dtensor_cls: Any) -> _Item | None:
@@ -165,7 +166,8 @@ def _device_for(group: Any) -> torch.device:
 
 
 def _i64_pair(value: int) -> tuple[int, int]:
-    return struct.unpack("<qq", value.to_bytes(16, "little"))  # type: ignore[return-value]
+    lo, hi = struct.unpack("<qq", value.to_bytes(16, "little"))
+    return lo, hi
 
 
 def _all_gather(local: torch.Tensor, group: Any, world: int) -> torch.Tensor:
@@ -231,6 +233,7 @@ def check_replicas(
         )
     items, skipped = _collect(module_or_state_dict)
     pg = group if group is not None else dist.group.WORLD
+    assert pg is not None  # initialized above
     world = dist.get_world_size(pg)
     ranks = tuple(dist.get_global_rank(pg, i) for i in range(world))  # all_gather's order
     digests = hash_state_dict({it.key: it.tensor for it in items}, leaf_size=leaf_size, threads=threads)

@@ -200,7 +200,7 @@ def capture_rng_state() -> dict[str, Any]:
     except ImportError:
         pass
     else:
-        kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+        kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
         state["numpy"] = {
             "bit_generator": str(kind),
             "keys": [int(k) for k in keys],
@@ -332,7 +332,7 @@ def _train_step(
         scaler.step(opt)
         scaler.update()
     else:
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
     if objects.scheduler is not None:
         objects.scheduler.step()
