@@ -72,11 +72,31 @@ def _worker(rank: int, world: int, store: str, args: argparse.Namespace, out: st
         report = check_replicas(sd, threads=args.threads)
         assert report.ok, report.format_text()
 
+    # The exchange alone, digests precomputed: check_replicas' two packed all-gathers (32-byte
+    # header, then 24 bytes per tensor) against one all_gather_object of {key: digest}.
+    digests = hash_state_dict(sd, threads=args.threads)
+    packed = torch.tensor(
+        [w for d in digests.values() for w in (0, *struct.unpack("<qq", d.value.to_bytes(16, "little")))],
+        dtype=torch.int64,
+    )
+    header = torch.zeros(4, dtype=torch.int64)
+
+    def exchange_packed() -> None:
+        for t in (header, packed):
+            gathered = [torch.empty_like(t) for _ in range(world)]
+            dist.all_gather(gathered, t)
+
+    def exchange_object() -> None:
+        everyone: list[Any] = [None] * world
+        dist.all_gather_object(everyone, {k: v.value for k, v in digests.items()})
+
     variants = {
         "hash_only": hash_only,
         "floor": floor,
         "object_exchange": object_exchange,
         "check_replicas": check,
+        "exchange_packed": exchange_packed,
+        "exchange_object": exchange_object,
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
     for fn in variants.values():  # warm-up: first touch, thread pools, gloo connections
@@ -143,6 +163,18 @@ def main() -> int:
             "check_replicas",
             med["check_replicas"] * 1e3,
             f"ms  {nbytes / med['check_replicas'] / 1e9:.2f} GB/s per rank, {ratio:.3f}x floor (target <= 1.5x)",
+        ),
+    ]
+    rows += [
+        (
+            "exchange only: 2 packed all_gathers",
+            med["exchange_packed"] * 1e3,
+            "ms  (what check_replicas sends)",
+        ),
+        (
+            "exchange only: all_gather_object",
+            med["exchange_object"] * 1e3,
+            f"ms  {med['exchange_object'] / med['exchange_packed']:.2f}x packed",
         ),
     ]
     machine = machine_description()
