@@ -340,3 +340,15 @@ def test_format_text() -> None:
     bad = fastckpt.check_optimizer_state(sd).format_text()
     assert "error: state[0].step: -1.0 is not a finite non-negative step count" in bad
     assert bad.endswith("FAILED: 1 error(s), 0 warning(s)")
+
+
+def test_audit_modules_import_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fastckpt, fastckpt.testing, fastckpt.distributed, fastckpt.optimizer_check;"
+        "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
