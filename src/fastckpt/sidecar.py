@@ -18,7 +18,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from . import _native
 from .errors import InputError
@@ -89,8 +89,7 @@ def _align(n: int, a: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TensorEntry:
+class TensorEntry(NamedTuple):
     key: str
     dtype: str
     shape: tuple[int, ...]
@@ -106,23 +105,20 @@ class TensorEntry:
         return bool(self.flags & TENSOR_RAW_RANGE)
 
 
-@dataclass(frozen=True)
-class SegmentEntry:
+class SegmentEntry(NamedTuple):
     offset: int
     length: int
     kind: str
     name: str | None
 
 
-@dataclass(frozen=True)
-class DirEntry:
+class DirEntry(NamedTuple):
     path: str  # relative, '/'-separated
     size: int
     digest: int  # v1 digest of the file as uint8[size], with the manifest's leaf_size
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     """A raw section, kept verbatim when this version does not interpret it (e.g. PARITY)."""
 
     type: int
@@ -130,8 +126,7 @@ class Section:
     payload: bytes
 
 
-@dataclass
-class RawSection:
+class RawSection(NamedTuple):
     type: int
     flags: int
     offset: int  # absolute offset of the payload in the sidecar
