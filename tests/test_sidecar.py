@@ -287,3 +287,42 @@ def test_string_too_long_is_refused() -> None:
     m.name = "x" * 70000
     with pytest.raises(ValueError, match="does not fit a sidecar string"):
         sc.encode_sidecar(m)
+
+
+def test_directory_paths_must_stay_inside(tmp_path) -> None:
+    for bad in ("../etc/passwd", "/etc/passwd", "a/../../b", "a//b", "./a"):
+        m = sc.DirManifest("dir", 65536, [sc.DirEntry(bad, 1, 0)])
+        p = write(tmp_path, sc.encode_sidecar(m), "d.fastckpt")
+        with pytest.raises(InputError, match="expected a relative '/'-separated path"):
+            sc.read_sidecar(p)
+
+
+def _format_md_section() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "..", "docs", "FORMAT.md"), encoding="utf-8") as f:
+        text = f.read()
+    return text[text.index("### 2.5 Worked example") : text.index("### 2.6")]
+
+
+def test_format_md_example() -> None:
+    data = bytes(i % 251 for i in range(100))
+    d = hash_bytes(data, leaf_size=64)
+    m = sc.FileManifest(100, 64, d.value, d.leaf_bytes, "opaque", "example.bin", [],
+                        segments=[sc.SegmentEntry(0, 100, "other", None)])  # fmt: skip
+    blob = sc.encode_sidecar(m)
+    doc = _format_md_section()
+    blocks = doc.split("```")
+    dump, trailer = blocks[1], blocks[3]
+    copy_a = b""
+    for line in dump.strip().splitlines():
+        fields = line.split()
+        offset = int(fields[0])
+        assert offset == 64 + len(copy_a)
+        hexbytes = [f for f in fields[1:17] if len(f) == 2 and all(c in "0123456789abcdef" for c in f)]
+        copy_a += bytes.fromhex("".join(hexbytes))
+    a_len = struct.unpack_from("<Q", blob, 24)[0]
+    assert copy_a == blob[64 : 64 + a_len]
+    assert bytes.fromhex("".join(trailer.split())) == blob[-64:]
+    assert f"The sidecar is {len(blob)} bytes" in doc
+    assert f"its file digest is `{d.hex()}`" in doc
+    assert all(f"`{leaf:016x}`" in doc for leaf in d.leaves)

@@ -17,6 +17,7 @@ from .digest import (
     hash_tensor,
 )
 from .errors import CorruptCheckpointError, FastckptError, InputError, UsageError
+from .optimizer_check import OptimizerReport, check_optimizer_state
 
 # Importing .save binds the name `save` to the function (not the submodule); save.py imports no torch.
 from .save import load, save, save_safetensors  # noqa: E402
@@ -29,10 +30,12 @@ __all__ = [
     "Digest",
     "FastckptError",
     "InputError",
+    "OptimizerReport",
     "StateDictDigest",
     "UsageError",
     "__version__",
     "backends",
+    "check_optimizer_state",
     "hash_bytes",
     "hash_file",
     "hash_state_dict",
