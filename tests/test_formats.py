@@ -24,7 +24,14 @@ from fastckpt.formats import (
     read_layout,
     tensors_hit,
 )
-from formats_helpers import flatten_tensors, storage_bytes, training_state, write_dcp, write_hf_sharded
+from formats_helpers import (
+    flatten_tensors,
+    save_safetensors,
+    storage_bytes,
+    training_state,
+    write_dcp,
+    write_hf_sharded,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -177,7 +184,7 @@ def test_legacy_format(tmp_path: object) -> None:
 
 
 def test_safetensors_against_library(tmp_path: object) -> None:
-    from safetensors import safe_open
+    safetensors = pytest.importorskip("safetensors")
     from safetensors.torch import save_file
 
     p = os.path.join(str(tmp_path), "m.safetensors")
@@ -199,7 +206,7 @@ def test_safetensors_against_library(tmp_path: object) -> None:
     assert layout.non_tensor_entries == {"__metadata__.format": "pt", "__metadata__.note": "x"}
     data = Path(p).read_bytes()
     got = {t.key: t for t in layout.tensors}
-    with safe_open(p, "pt") as f:
+    with safetensors.safe_open(p, "pt") as f:
         assert set(f.keys()) == set(got)
         for k in f.keys():  # noqa: SIM118 - safe_open is not a dict
             t = f.get_tensor(k)
@@ -284,9 +291,7 @@ def test_readers_do_not_import_torch(tmp_path: object, zip_ckpt: str) -> None:
     folder = os.path.join(str(tmp_path), "dcp")
     write_dcp(torch, folder)
     st_path = os.path.join(str(tmp_path), "m.safetensors")
-    from safetensors.torch import save_file
-
-    save_file({"a": torch.ones(2)}, st_path)
+    save_safetensors(torch, {"a": torch.ones(2)}, st_path)
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from fastckpt.formats import read_layout, read_dir_layout\n"
