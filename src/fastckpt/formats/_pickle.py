@@ -371,7 +371,7 @@ class RestrictedUnpickler:
             elif op == 0x53:  # STRING (quoted text)
                 line = self._line()
                 if len(line) >= 2 and line[0] == line[-1] and line[:1] in (b'"', b"'"):
-                    stack.append(codecs.escape_decode(line[1:-1])[0].decode("latin-1"))  # type: ignore[attr-defined]
+                    stack.append(codecs.escape_decode(line[1:-1])[0].decode("latin-1"))
                 else:
                     raise PickleError(self.base + off, "STRING opcode argument must be quoted")
             elif op in (0x97, 0x98):  # NEXT_BUFFER, READONLY_BUFFER
