@@ -434,7 +434,8 @@ PYBIND11_MODULE(_native, m) {
           uint8_t* dst = bytes_ptr(out);
           std::memset(dst, 0, buf.size());
           const gf::CoefTable t = gf::make_coef_table(static_cast<uint8_t>(coef));
-          kern.mul_acc(buf.data(), buf.size(), &dst, 1, &t);
+          const uint8_t* src = buf.data();
+          kern.mul_acc(&src, 1, buf.size(), &dst, 1, &t);
           return out;
         },
         py::arg("data"), py::arg("coef"), py::arg("isa") = "",

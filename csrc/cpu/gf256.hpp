@@ -32,9 +32,12 @@ struct alignas(16) CoefTable {
   uint8_t pad[7];
 };
 
-// dst[r][0, len) ^= coef[r].value * src[0, len) for every r < n_dst. Buffers may be unaligned;
-// src must not overlap any dst.
-using MulAccFn = void (*)(const uint8_t* src, size_t len, uint8_t* const* dst, int n_dst, const CoefTable* coef);
+// dst[r][0, len) ^= XOR over s < n_src of coef[s * n_dst + r].value * src[s][0, len), for every
+// r < n_dst. Taking several sources per call lets a kernel keep the partial sums in registers and
+// read-modify-write each dst once per call instead of once per source. Buffers may be unaligned;
+// no src may overlap a dst.
+using MulAccFn = void (*)(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
+                          const CoefTable* coef);
 // dst[0, len) ^= src[0, len): the plain XOR parity the benchmark compares against.
 using XorAccFn = void (*)(const uint8_t* src, size_t len, uint8_t* dst);
 
@@ -44,11 +47,14 @@ struct Kernels {
   XorAccFn xor_acc;
 };
 
-void mul_acc_avx2(const uint8_t* src, size_t len, uint8_t* const* dst, int n_dst, const CoefTable* coef);
+void mul_acc_avx2(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
+                    const CoefTable* coef);
 void xor_acc_avx2(const uint8_t* src, size_t len, uint8_t* dst);
-void mul_acc_avx512(const uint8_t* src, size_t len, uint8_t* const* dst, int n_dst, const CoefTable* coef);
+void mul_acc_avx512(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
+                    const CoefTable* coef);
 void xor_acc_avx512(const uint8_t* src, size_t len, uint8_t* dst);
-void mul_acc_gfni(const uint8_t* src, size_t len, uint8_t* const* dst, int n_dst, const CoefTable* coef);
+void mul_acc_gfni(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
+                    const CoefTable* coef);
 
 // ---- field arithmetic (portable) ----
 uint8_t mul(uint8_t a, uint8_t b);

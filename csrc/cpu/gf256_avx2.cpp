@@ -5,39 +5,61 @@
 #include "gf256.hpp"
 
 namespace fastckpt::gf {
+namespace {
 
-void mul_acc_avx2(const uint8_t* src, size_t len, uint8_t* const* dst, int n_dst, const CoefTable* coef) {
+constexpr size_t kPrefetch = 2048;  // see gf256_gfni.cpp
+
+inline __m256i table_of(const uint8_t* t16) {
+  return _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(t16)));
+}
+
+// R destination rows at a time, partial sums in registers (see gf256_gfni.cpp).
+template <int R>
+void rows_avx2(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int stride,
+               const CoefTable* coef) {
   const __m256i mask = _mm256_set1_epi8(0x0f);
   size_t i = 0;
-  for (; i + 64 <= len; i += 64) {
-    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
-    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 32));
-    const __m256i l0 = _mm256_and_si256(x0, mask), h0 = _mm256_and_si256(_mm256_srli_epi16(x0, 4), mask);
-    const __m256i l1 = _mm256_and_si256(x1, mask), h1 = _mm256_and_si256(_mm256_srli_epi16(x1, 4), mask);
-    for (int r = 0; r < n_dst; ++r) {
-      const __m256i tlo = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(coef[r].lo)));
-      const __m256i thi = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(coef[r].hi)));
-      const __m256i p0 = _mm256_xor_si256(_mm256_shuffle_epi8(tlo, l0), _mm256_shuffle_epi8(thi, h0));
-      const __m256i p1 = _mm256_xor_si256(_mm256_shuffle_epi8(tlo, l1), _mm256_shuffle_epi8(thi, h1));
-      __m256i* d = reinterpret_cast<__m256i*>(dst[r] + i);
-      _mm256_storeu_si256(d, _mm256_xor_si256(_mm256_loadu_si256(d), p0));
-      _mm256_storeu_si256(d + 1, _mm256_xor_si256(_mm256_loadu_si256(d + 1), p1));
-    }
-  }
   for (; i + 32 <= len; i += 32) {
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
-    const __m256i l = _mm256_and_si256(x, mask), h = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
-    for (int r = 0; r < n_dst; ++r) {
-      const __m256i tlo = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(coef[r].lo)));
-      const __m256i thi = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(coef[r].hi)));
-      const __m256i p = _mm256_xor_si256(_mm256_shuffle_epi8(tlo, l), _mm256_shuffle_epi8(thi, h));
+    __m256i acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
+    for (int s = 0; s < n_src; ++s) {
+      if ((i & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(src[s] + i + kPrefetch), _MM_HINT_T0);
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src[s] + i));
+      const __m256i l = _mm256_and_si256(x, mask), h = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
+      const CoefTable* c = coef + static_cast<size_t>(s) * stride;
+      for (int r = 0; r < R; ++r)
+        acc[r] = _mm256_xor_si256(acc[r], _mm256_xor_si256(_mm256_shuffle_epi8(table_of(c[r].lo), l),
+                                                           _mm256_shuffle_epi8(table_of(c[r].hi), h)));
+    }
+    for (int r = 0; r < R; ++r) {
       __m256i* d = reinterpret_cast<__m256i*>(dst[r] + i);
-      _mm256_storeu_si256(d, _mm256_xor_si256(_mm256_loadu_si256(d), p));
+      _mm256_storeu_si256(d, _mm256_xor_si256(_mm256_loadu_si256(d), acc[r]));
     }
   }
   for (; i < len; ++i) {
-    const uint8_t b = src[i];
-    for (int r = 0; r < n_dst; ++r) dst[r][i] ^= static_cast<uint8_t>(coef[r].lo[b & 15] ^ coef[r].hi[b >> 4]);
+    for (int r = 0; r < R; ++r) {
+      uint8_t v = 0;
+      for (int s = 0; s < n_src; ++s) {
+        const CoefTable& c = coef[static_cast<size_t>(s) * stride + r];
+        const uint8_t b = src[s][i];
+        v ^= static_cast<uint8_t>(c.lo[b & 15] ^ c.hi[b >> 4]);
+      }
+      dst[r][i] ^= v;
+    }
+  }
+}
+
+}  // namespace
+
+void mul_acc_avx2(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
+                  const CoefTable* coef) {
+  int r0 = 0;
+  for (; r0 + 4 <= n_dst; r0 += 4) rows_avx2<4>(src, n_src, len, dst + r0, n_dst, coef + r0);
+  switch (n_dst - r0) {
+    case 3: rows_avx2<3>(src, n_src, len, dst + r0, n_dst, coef + r0); break;
+    case 2: rows_avx2<2>(src, n_src, len, dst + r0, n_dst, coef + r0); break;
+    case 1: rows_avx2<1>(src, n_src, len, dst + r0, n_dst, coef + r0); break;
+    default: break;
   }
 }
 

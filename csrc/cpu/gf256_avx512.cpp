@@ -6,28 +6,52 @@
 #include "gf256.hpp"
 
 namespace fastckpt::gf {
-
 namespace {
+
+constexpr size_t kPrefetch = 2048;  // see gf256_gfni.cpp
 
 inline __m512i table_of(const uint8_t* t16) {
   return _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t16)));
 }
 
-}  // namespace
+inline __mmask64 tail_mask(size_t rem) {
+  return rem >= 64 ? ~__mmask64{0} : _bzhi_u64(~uint64_t{0}, static_cast<unsigned>(rem));
+}
 
-void mul_acc_avx512(const uint8_t* src, size_t len, uint8_t* const* dst, int n_dst, const CoefTable* coef) {
+// R destination rows at a time, partial sums in registers (see gf256_gfni.cpp).
+template <int R>
+void rows_avx512(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int stride,
+                 const CoefTable* coef) {
   const __m512i mask = _mm512_set1_epi8(0x0f);
   for (size_t i = 0; i < len; i += 64) {
-    const size_t rem = len - i;
-    const __mmask64 k = rem >= 64 ? ~__mmask64{0} : _bzhi_u64(~uint64_t{0}, static_cast<unsigned>(rem));
-    const __m512i x = _mm512_maskz_loadu_epi8(k, src + i);
-    const __m512i l = _mm512_and_si512(x, mask), h = _mm512_and_si512(_mm512_srli_epi16(x, 4), mask);
-    for (int r = 0; r < n_dst; ++r) {
-      const __m512i p = _mm512_xor_si512(_mm512_shuffle_epi8(table_of(coef[r].lo), l),
-                                         _mm512_shuffle_epi8(table_of(coef[r].hi), h));
-      uint8_t* d = dst[r] + i;
-      _mm512_mask_storeu_epi8(d, k, _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, d), p));
+    const __mmask64 k = tail_mask(len - i);
+    __m512i acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+    for (int s = 0; s < n_src; ++s) {
+      _mm_prefetch(reinterpret_cast<const char*>(src[s] + i + kPrefetch), _MM_HINT_T0);
+      const __m512i x = _mm512_maskz_loadu_epi8(k, src[s] + i);
+      const __m512i l = _mm512_and_si512(x, mask), h = _mm512_and_si512(_mm512_srli_epi16(x, 4), mask);
+      const CoefTable* c = coef + static_cast<size_t>(s) * stride;
+      for (int r = 0; r < R; ++r)
+        acc[r] = _mm512_ternarylogic_epi32(acc[r], _mm512_shuffle_epi8(table_of(c[r].lo), l),
+                                           _mm512_shuffle_epi8(table_of(c[r].hi), h), 0x96);  // a ^ b ^ c
     }
+    for (int r = 0; r < R; ++r)
+      _mm512_mask_storeu_epi8(dst[r] + i, k, _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, dst[r] + i), acc[r]));
+  }
+}
+
+}  // namespace
+
+void mul_acc_avx512(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
+                    const CoefTable* coef) {
+  int r0 = 0;
+  for (; r0 + 4 <= n_dst; r0 += 4) rows_avx512<4>(src, n_src, len, dst + r0, n_dst, coef + r0);
+  switch (n_dst - r0) {
+    case 3: rows_avx512<3>(src, n_src, len, dst + r0, n_dst, coef + r0); break;
+    case 2: rows_avx512<2>(src, n_src, len, dst + r0, n_dst, coef + r0); break;
+    case 1: rows_avx512<1>(src, n_src, len, dst + r0, n_dst, coef + r0); break;
+    default: break;
   }
 }
 
@@ -38,8 +62,7 @@ void xor_acc_avx512(const uint8_t* src, size_t len, uint8_t* dst) {
       _mm512_storeu_si512(dst + i + v, _mm512_xor_si512(_mm512_loadu_si512(dst + i + v), _mm512_loadu_si512(src + i + v)));
   }
   for (; i < len; i += 64) {
-    const size_t rem = len - i;
-    const __mmask64 k = rem >= 64 ? ~__mmask64{0} : _bzhi_u64(~uint64_t{0}, static_cast<unsigned>(rem));
+    const __mmask64 k = tail_mask(len - i);
     _mm512_mask_storeu_epi8(dst + i, k, _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, dst + i), _mm512_maskz_loadu_epi8(k, src + i)));
   }
 }
