@@ -17,6 +17,7 @@ from .digest import (
     hash_tensor,
 )
 from .errors import FastckptError, InputError, UsageError
+from .tensordiff import TensorDiff, compare_buffers, compare_many, compare_tensors
 
 __version__ = "0.1.0"
 
@@ -26,9 +27,13 @@ __all__ = [
     "FastckptError",
     "InputError",
     "StateDictDigest",
+    "TensorDiff",
     "UsageError",
     "__version__",
     "backends",
+    "compare_buffers",
+    "compare_many",
+    "compare_tensors",
     "hash_bytes",
     "hash_file",
     "hash_state_dict",
