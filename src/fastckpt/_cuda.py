@@ -10,7 +10,7 @@ waits for its own kernels, so nothing outlives it. Only digests and statistics c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import _native
 
@@ -28,7 +28,10 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
     """`t`, or a fresh copy when its data is not 16-byte aligned (a view at an odd offset): the
     kernels' vector loads need alignment, and a device copy is far cheaper than byte loads."""
     if t.numel() and t.data_ptr() % 16:
-        return t.clone()
+        # Copied as bytes: clone() of a bool tensor would canonicalize bytes other than 0 and 1.
+        import torch
+
+        return t.reshape(-1).view(torch.uint8).clone()
     return t
 
 
@@ -51,16 +54,16 @@ def cuda_leaf_digests(tensors: Sequence[torch.Tensor], leaf_size: int) -> list[t
         keep = [_aligned(tensors[i]) for i in idxs]
         jobs = []
         for t in keep:
-            nbytes = t.numel() * t.element_size()
+            nbytes = t.numel() * t.element_size()  # the uint8 copy of _aligned keeps the byte count
             jobs.append((t.data_ptr() if nbytes else 0, nbytes))
         leaves = _native.cuda_leaf_digests(jobs, leaf_size, device, _stream(device))
-        for i, (_, nbytes), lb in zip(idxs, jobs, leaves):
+        for i, (_, nbytes), lb in zip(idxs, jobs, leaves, strict=True):
             results[i] = (lb, nbytes)
         del keep  # the tensors are no longer read once the call has returned
     return [r for r in results if r is not None]
 
 
-def cuda_diff(pairs: Sequence[tuple[torch.Tensor, torch.Tensor, str]], device: int) -> list[dict[str, Any]]:
+def cuda_diff(pairs: Sequence[tuple[torch.Tensor, torch.Tensor, str]], device: int) -> list[_native.DiffStats]:
     """Raw diff statistics for (a, b, kernel dtype name) pairs of dense CUDA tensors on `device`,
     all in two kernel launches on the device's current stream."""
     keep = [(_aligned(a), _aligned(b), dtype) for a, b, dtype in pairs]

@@ -10,7 +10,7 @@ defines them. torch is imported only when a torch tensor is passed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ class TensorDiff:
     shape: tuple[int, ...]
 
     @classmethod
-    def from_stats(cls, stats: dict[str, Any], dtype: str, shape: tuple[int, ...]) -> TensorDiff:
+    def from_stats(cls, stats: Mapping[str, Any], dtype: str, shape: tuple[int, ...]) -> TensorDiff:
         """Builds the result from the raw statistics of `_native.diff_buffers`/`cuda_diff`."""
         n = int(stats["n_elements"])
         n_diff = int(stats["n_different"])
@@ -143,7 +143,7 @@ def compare_many(pairs: Sequence[tuple[Any, Any]], *, threads: int = 0) -> list[
         else:
             results[i] = _compare_arrays(a, b, threads)
     if torch_pairs:
-        for i, res in zip(torch_pairs, _compare_torch([pairs[i] for i in torch_pairs], threads)):
+        for i, res in zip(torch_pairs, _compare_torch([pairs[i] for i in torch_pairs], threads), strict=True):
             results[i] = res
     return [r for r in results if r is not None]
 
@@ -185,7 +185,9 @@ def _compare_torch(pairs: Sequence[tuple[Any, Any]], threads: int) -> list[Tenso
             (b.dtype, tuple(b.shape)),
         )
         name = dtype_name(a.dtype)
-        prepared.append((logical_bytes_tensor(a), logical_bytes_tensor(b), name, _diff_dtype(name, a.element_size())))
+        prepared.append(
+            (logical_bytes_tensor(a), logical_bytes_tensor(b), name, _diff_dtype(name, a.element_size()))
+        )
 
     results: list[TensorDiff | None] = [None] * len(prepared)
     gpu = cuda_usable()
@@ -200,7 +202,7 @@ def _compare_torch(pairs: Sequence[tuple[Any, Any]], threads: int) -> list[Tenso
         for i in idxs:
             a, b, _, kernel_dtype = prepared[i]
             batch.append((a, b if _device_index(b) == device else b.to(a.device), kernel_dtype))
-        for i, stats in zip(idxs, cuda_diff(batch, device)):
+        for i, stats in zip(idxs, cuda_diff(batch, device), strict=True):
             results[i] = TensorDiff.from_stats(stats, prepared[i][2], tuple(prepared[i][0].shape))
     for i, (a, b, name, kernel_dtype) in enumerate(prepared):
         if results[i] is not None:
