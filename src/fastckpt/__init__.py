@@ -18,6 +18,7 @@ from .digest import (
 )
 from .errors import CorruptCheckpointError, FastckptError, InputError, UsageError
 from .optimizer_check import OptimizerReport, check_optimizer_state
+from .tensordiff import TensorDiff, compare_buffers, compare_many, compare_tensors
 
 # Importing .save binds the name `save` to the function (not the submodule); save.py imports no torch.
 from .save import load, save, save_safetensors  # noqa: E402
@@ -32,10 +33,14 @@ __all__ = [
     "InputError",
     "OptimizerReport",
     "StateDictDigest",
+    "TensorDiff",
     "UsageError",
     "__version__",
     "backends",
     "check_optimizer_state",
+    "compare_buffers",
+    "compare_many",
+    "compare_tensors",
     "hash_bytes",
     "hash_file",
     "hash_state_dict",
