@@ -39,7 +39,8 @@ _STEP_RES = [
     re.compile(r"[-_.=](\d+)$"),
 ]
 _HF_NAME = re.compile(r"^checkpoint-\d+$")
-_HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "adapter_model.safetensors", "adapter_model.bin")
+# Weights files of a Trainer checkpoint (not optimizer.pt, scheduler.pt, rng_state.pth, training_args.bin).
+_HF_WEIGHT_RE = re.compile(r"^(?:pytorch_model|model|adapter_model)(?:-\d+-of-\d+)?\.(?:safetensors|bin)$")
 
 
 def step_of(name: str) -> int | None:
@@ -172,7 +173,7 @@ def _hf_incomplete(path: str) -> str | None:
             json.loads(f.read(64 << 20))
     except (ValueError, OSError) as e:
         return f"incomplete Hugging Face checkpoint: trainer_state.json is not valid JSON ({e})"
-    weights = names & set(_HF_WEIGHTS) or {n for n in names if n.endswith((".index.json", ".safetensors", ".bin", ".pt"))}
+    weights = [n for n in names if _HF_WEIGHT_RE.match(n) or n.endswith((".index.json", ".safetensors"))]
     if not weights:
         return "incomplete Hugging Face checkpoint: no model weights (model.safetensors, pytorch_model.bin, ...)"
     return None
