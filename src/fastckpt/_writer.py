@@ -150,6 +150,11 @@ class HashingFile:
         return False
 
     def tell(self) -> int:
+        # torch's DCP writer calls tell() around every write item; a hasher that digests the ranges
+        # between those calls (fastckpt.dcp) is told where each one starts.
+        mark = getattr(self.hasher, "mark", None)
+        if mark is not None:
+            mark()
         return self.hasher.pos
 
     def write(self, data: Any) -> int:
