@@ -379,52 +379,71 @@ def save_safetensors(
         )
 
 
+def _tensor_mismatches(path: str, sidecar: str, keys: list[str]) -> list[str] | None:
+    """Which of `keys` (tensors of `path` hit by a damaged leaf) no longer match their own digest,
+    or None when the sidecar cannot say."""
+    import mmap
+
+    from .sidecar import FileManifest, read_sidecar
+
+    try:
+        m = read_sidecar(sidecar).manifest
+        if not isinstance(m, FileManifest):
+            return None
+        entries = {e.key: e for e in m.tensor_entries()}
+        size = os.path.getsize(path)
+    except (InputError, OSError):
+        return None
+    bad = []
+    with open(path, "rb") as fh:
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        try:
+            for key in keys:
+                e = entries.get(key)
+                if e is None or e.offset + e.nbytes > size or mm is None:
+                    bad.append(key)
+                    continue
+                with memoryview(mm)[e.offset : e.offset + e.nbytes] as region:
+                    leaves = _native.leaf_digests(region, m.leaf_size)
+                if e.raw_range:
+                    got = digest_from_leaves(leaves, m.leaf_size, e.nbytes).value
+                else:
+                    got = digest_from_leaves(leaves, m.leaf_size, e.nbytes, e.dtype, e.shape).value
+                if got != e.digest:
+                    bad.append(key)
+        finally:
+            if mm is not None:
+                mm.close()
+    return bad
+
+
 def _exact_tensors(path: str, report: dict[str, Any]) -> dict[int, list[str]] | None:
     """For a sidecar report: per damaged region, the tensors whose own digest no longer matches.
 
     A damaged leaf (64 KiB by default) can hold many small tensors; re-hashing just the candidates
-    (bytes already located, usually few) tells which of them actually changed."""
-    import mmap
-
-    from .sidecar import read_sidecar
-
-    if not report.get("manifest") or not report.get("sidecar"):
+    (bytes already located, usually few) tells which of them actually changed. For a folder report
+    the regions carry their `file`, and keys are returned as `file:key`."""
+    if not report.get("manifest"):
         return None
-    try:
-        m = read_sidecar(report["sidecar"]).manifest
-        entries = {e.key: e for e in m.tensor_entries()}  # type: ignore[union-attr]
-    except (InputError, OSError):
-        return None
-    size = os.path.getsize(path)
     out: dict[int, list[str]] = {}
-    with open(path, "rb") as fh:
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-        try:
-            for i, d in enumerate(report.get("damaged", [])):
-                bad = []
-                for key in d.get("tensors", []):
-                    e = entries.get(key)
-                    if e is None or e.offset + e.nbytes > size or mm is None:
-                        bad.append(key)
-                        continue
-                    with memoryview(mm)[e.offset : e.offset + e.nbytes] as region:
-                        leaves = _native.leaf_digests(region, m.leaf_size)  # type: ignore[union-attr]
-                    if e.raw_range:
-                        got = digest_from_leaves(leaves, m.leaf_size, e.nbytes).value  # type: ignore[union-attr]
-                    else:
-                        got = digest_from_leaves(leaves, m.leaf_size, e.nbytes, e.dtype, e.shape).value  # type: ignore[union-attr]
-                    if got != e.digest:
-                        bad.append(key)
-                out[i] = bad
-        finally:
-            if mm is not None:
-                mm.close()
+    for i, d in enumerate(report.get("damaged", [])):
+        keys = list(d.get("tensors", []))
+        if "file" in d:
+            fpath = os.path.join(path, d["file"])
+            sidecar = sidecar_path_for(fpath)
+            exact = _tensor_mismatches(fpath, sidecar, keys) if keys and os.path.exists(sidecar) else None
+            out[i] = [f"{d['file']}:{k}" for k in (keys if exact is None else exact)]
+        elif report.get("sidecar"):
+            exact = _tensor_mismatches(path, report["sidecar"], keys) if keys else []
+            out[i] = keys if exact is None else exact
+        else:
+            return None
     return out
 
 
 def _bad_records(path: str, report: dict[str, Any], region: dict[str, Any]) -> list[str]:
     """Segments named by the zip reader's CRC-32 failures inside a damaged region (zip files only)."""
-    if report.get("format") not in ("torch-zip", "zip") or not report.get("manifest"):
+    if report.get("format") not in ("torch-zip", "zip") or not report.get("manifest") or "file" in region:
         return []
     from ._layout import read_layout
 
@@ -455,6 +474,8 @@ def _damage_list(path: str, report: dict[str, Any]) -> list[str]:
     exact = _exact_tensors(path, report)
     for i, d in enumerate(report.get("damaged", [])):
         tensors = d.get("tensors", []) if exact is None else exact.get(i, [])
+        if exact is None and "file" in d:
+            tensors = [f"{d['file']}:{t}" for t in tensors]
         for t in tensors:
             add(t)
         if not tensors:
