@@ -115,7 +115,7 @@ def main() -> int:
 
     def measure(durable: bool, runs: int) -> dict[str, list[float]]:
         times: dict[str, list[float]] = {name: [] for name, _ in cases}
-        for name, fn in cases:  # warm-up: first touch of the allocator and page cache paths
+        for _name, fn in cases:  # warm-up: first touch of the allocator and page cache paths
             clear(path)
             fn(durable)
         for _ in range(runs):
@@ -129,8 +129,15 @@ def main() -> int:
         clear(path)
         return times
 
-    out: dict[str, object] = {"machine": machine_description(), "bytes": size, "runs": args.runs, "results": {}}
-    print(f"save overhead: state_dict of {len(sd)} tensors, checkpoint {size / 1e9:.2f} GB  [{machine_description()}]")
+    out: dict[str, object] = {
+        "machine": machine_description(),
+        "bytes": size,
+        "runs": args.runs,
+        "results": {},
+    }
+    print(
+        f"save overhead: state_dict of {len(sd)} tensors, checkpoint {size / 1e9:.2f} GB  [{machine_description()}]"
+    )
     sections = [("hot page cache, no fsync", False, args.runs)]
     if args.durable:
         sections.append(("durable: fsync of file and folder (disk-bound)", True, args.durable_runs))
@@ -144,7 +151,12 @@ def main() -> int:
         for name, _ in cases:
             t = med[name]
             print(f"  {name:<36} {t:8.3f} {size / t / 1e9:7.2f} {100 * (t / base - 1):+19.1f}%")
-            rows[name] = {"seconds": t, "gbps": size / t / 1e9, "overhead_pct": 100 * (t / base - 1), "all": times[name]}
+            rows[name] = {
+                "seconds": t,
+                "gbps": size / t / 1e9,
+                "overhead_pct": 100 * (t / base - 1),
+                "all": times[name],
+            }
         out["results"][title] = rows  # type: ignore[index]
     if not args.keep:
         shutil.rmtree(args.dir, ignore_errors=True)

@@ -98,7 +98,7 @@ def main() -> None:
     try:
         dcp.load(state(rank, fill=0.0), storage_reader=fdcp.FileSystemReader(root))
         result["plain_dcp_load"] = "loaded"
-    except BaseException as e:  # noqa: BLE001 - torch's CheckpointException is a BaseException
+    except BaseException as e:
         inner = fdcp.unwrap(e)
         result["plain_dcp_load"] = type(inner).__name__
     dist.barrier()

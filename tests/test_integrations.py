@@ -52,7 +52,9 @@ def _lightning_setup():
             return torch.optim.Adam(self.parameters(), lr=1e-2)
 
     g = torch.Generator().manual_seed(0)
-    data = DataLoader(TensorDataset(torch.randn(64, 16, generator=g), torch.randn(64, 4, generator=g)), batch_size=8)
+    data = DataLoader(
+        TensorDataset(torch.randn(64, 16, generator=g), torch.randn(64, 4, generator=g)), batch_size=8
+    )
     return L, Tiny, data
 
 
@@ -162,7 +164,9 @@ def test_huggingface_protects_checkpoints_and_refuses_damaged_resume(tmp_path) -
             output_dir=str(out), max_steps=max_steps, save_steps=2, per_device_train_batch_size=4,
             report_to=[], use_cpu=True, logging_strategy="no", save_total_limit=3, disable_tqdm=True,
         )  # fmt: skip
-        return transformers.Trainer(model=Tiny(), args=args, train_dataset=rows, callbacks=[FastckptTrainerCallback()])
+        return transformers.Trainer(
+            model=Tiny(), args=args, train_dataset=rows, callbacks=[FastckptTrainerCallback()]
+        )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -3,6 +3,7 @@ device-to-disk checks, read-back, parity, CorruptCheckpointError."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -52,7 +53,10 @@ def _sample_state(seed: int = 0) -> dict:
 def _assert_equal(a, b) -> None:
     if isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
-        assert torch.equal(a.view(torch.uint8) if a.dtype == torch.bool else a, b.view(torch.uint8) if b.dtype == torch.bool else b)
+        assert torch.equal(
+            a.view(torch.uint8) if a.dtype == torch.bool else a,
+            b.view(torch.uint8) if b.dtype == torch.bool else b,
+        )
     elif isinstance(a, dict):
         assert a.keys() == b.keys()
         for k in a:
@@ -87,11 +91,11 @@ def test_leaf_hasher_matches_whole_buffer(data: bytes, cuts: list[int], leaf_pow
     leaf = 1 << leaf_pow
     bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
     h = LeafHasher(leaf, chunk_min=1)
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         h.update(data[a:b])
     assert h.pos == len(data)
     assert h.finish() == _native.leaf_digests(data, leaf)
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         n, leaves = h.chunks[a]
         assert n == b - a
         assert leaves == _native.leaf_digests(data[a:b], leaf)
@@ -209,11 +213,15 @@ def test_temp_names_are_recognisable(tmp_path) -> None:
 
 def test_stale_temps_of_dead_processes_are_removed(tmp_path) -> None:
     path = tmp_path / "m.pt"
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead = int(child.stdout)
     stale = os.path.basename(temp_name_for(str(path))).replace(f"-{os.getpid()}-", f"-{dead}-")
     live = os.path.basename(temp_name_for(str(path))).replace(f"-{os.getpid()}-", f"-{os.getppid()}-")
-    other_target = os.path.basename(temp_name_for(str(tmp_path / "n.pt"))).replace(f"-{os.getpid()}-", f"-{dead}-")
+    other_target = os.path.basename(temp_name_for(str(tmp_path / "n.pt"))).replace(
+        f"-{os.getpid()}-", f"-{dead}-"
+    )
     for n in (stale, live, other_target):
         (tmp_path / n).write_bytes(b"partial")
     fastckpt.save({"v": torch.zeros(3)}, path)
@@ -283,7 +291,9 @@ def test_load_reports_tied_and_non_tensor_damage(tmp_path) -> None:
     # Damage in the pickle is named by its segment.
     path2 = tmp_path / "n.pt"
     fastckpt.save({"v": torch.zeros(4)}, path2)
-    seg = next(s for s in read_sidecar(sidecar_path_for(path2)).manifest.segment_entries() if s.kind == "pickle")
+    seg = next(
+        s for s in read_sidecar(sidecar_path_for(path2)).manifest.segment_entries() if s.kind == "pickle"
+    )
     _flip(path2, seg.offset + 1)
     with pytest.raises(CorruptCheckpointError) as ei:
         fastckpt.load(path2)
@@ -405,7 +415,7 @@ def test_device_check_on_gpu(tmp_path) -> None:
 
 
 def test_verify_read_back_detects_storage_corruption(tmp_path, monkeypatch) -> None:
-    import fastckpt._writer  # noqa: F401
+    import fastckpt._writer
 
     mod = sys.modules["fastckpt.save"]
     path = tmp_path / "m.pt"

@@ -61,7 +61,9 @@ _TEMP_RE = re.compile(r"^\.(?P<base>.+)\.fastckpt\.tmp-(?P<host>[0-9a-f]{8})-(?P
 class LeafHasher:
     """Incremental leaf digests of a byte stream (identical to hashing the finished file)."""
 
-    def __init__(self, leaf_size: int = DEFAULT_LEAF_SIZE, threads: int = 0, chunk_min: int = CHUNK_MIN) -> None:
+    def __init__(
+        self, leaf_size: int = DEFAULT_LEAF_SIZE, threads: int = 0, chunk_min: int = CHUNK_MIN
+    ) -> None:
         self.leaf_size = check_leaf_size(leaf_size)
         self.threads = threads
         self.chunk_min = chunk_min
@@ -78,7 +80,11 @@ class LeafHasher:
     def update(self, data: Any) -> int:
         if self._leaf_bytes is not None:
             raise ValueError("LeafHasher.update() after finish()")
-        mv = data if isinstance(data, memoryview) and data.format == "B" and data.ndim == 1 else memoryview(data).cast("B")
+        mv = (
+            data
+            if isinstance(data, memoryview) and data.format == "B" and data.ndim == 1
+            else memoryview(data).cast("B")
+        )
         n = mv.nbytes
         if n == 0:
             return 0
@@ -242,7 +248,7 @@ def remove_stale_temps(path: str) -> list[str]:
 
     Temps of live processes and of other hosts (a shared file system) are left alone."""
     folder, base = os.path.split(os.path.abspath(path))
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:
@@ -277,7 +283,9 @@ class TempFile:
         if os.path.isdir(self.final):
             raise InputError(self.final, None, "a file path to save to, found a directory")
         if not os.path.isdir(self.folder):
-            raise InputError(self.final, None, f"an existing folder to save into ({self.folder} does not exist)")
+            raise InputError(
+                self.final, None, f"an existing folder to save into ({self.folder} does not exist)"
+            )
         remove_stale_temps(self.final)
         self.path = temp_name_for(self.final)
         self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -471,7 +479,9 @@ def build_manifest(
     size = hasher.pos
     actual = os.path.getsize(path)
     if actual != size:
-        raise InputError(path, actual, f"{size} bytes as written through the hashing writer (the file changed)")
+        raise InputError(
+            path, actual, f"{size} bytes as written through the hashing writer (the file changed)"
+        )
     if layout is None:
         layout = read_layout(path, check_crc=False)
     tensors, reread = tensor_entries(path, hasher, list(layout.tensors), threads=threads)
@@ -511,7 +521,9 @@ def default_redundancy() -> float:
     return float(getattr(protect, "DEFAULT_REDUNDANCY", 0.0) or 0.0)
 
 
-def parity_parts(path: str, size: int, leaf_size: int, redundancy: float, *, threads: int = 0) -> tuple[Any, list[Section], bytes]:
+def parity_parts(
+    path: str, size: int, leaf_size: int, redundancy: float, *, threads: int = 0
+) -> tuple[Any, list[Section], bytes]:
     """(ParityParams, extra sidecar sections, bulk bytes) holding Reed-Solomon parity of the file at
     `path`, encoded from its (hot) page-cache copy."""
     import json

@@ -22,7 +22,6 @@ import contextlib
 import io
 import os
 import pickle
-import struct
 import threading
 import warnings
 from collections.abc import Generator, Sequence
@@ -33,7 +32,14 @@ from torch.distributed.checkpoint import filesystem as _tfs
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from . import _native
-from ._writer import HashingFile, LeafHasher, build_manifest, default_redundancy, parity_parts, write_sidecar_file
+from ._writer import (
+    HashingFile,
+    LeafHasher,
+    build_manifest,
+    default_redundancy,
+    parity_parts,
+    write_sidecar_file,
+)
 from .dcp_verify import ITEM_BYTES, ITEM_TENSOR, SEC_ITEMS, ItemDigest, decode_items, encode_items, items_of
 from .digest import DEFAULT_LEAF_SIZE, check_leaf_size, digest_from_leaves
 from .errors import CorruptCheckpointError, InputError
@@ -50,7 +56,16 @@ from .sidecar import (
     sidecar_path_for,
 )
 
-__all__ = ["FileSystemReader", "FileSystemWriter", "ItemDigest", "decode_items", "encode_items", "load", "save", "unwrap"]
+__all__ = [
+    "FileSystemReader",
+    "FileSystemWriter",
+    "ItemDigest",
+    "decode_items",
+    "encode_items",
+    "load",
+    "save",
+    "unwrap",
+]
 
 METADATA_NAME = ".metadata"
 
@@ -228,7 +243,9 @@ class FileSystemWriter(_tfs.FileSystemWriter):
                 raise InputError(full, None, "a shard written through fastckpt's hashing stream")
             self._seal_one(full, rel, sorted(wrs, key=lambda w: w.storage_data.offset), by_index, hasher)
 
-    def _seal_one(self, full: str, rel: str, wrs: list[Any], by_index: dict[Any, Any], hasher: LeafHasher) -> None:
+    def _seal_one(
+        self, full: str, rel: str, wrs: list[Any], by_index: dict[Any, Any], hasher: LeafHasher
+    ) -> None:
         from torch.distributed.checkpoint.planner import WriteItemType
 
         leaf_bytes = hasher.finish()
@@ -241,12 +258,21 @@ class FileSystemWriter(_tfs.FileSystemWriter):
                 leaves = region[1]
             else:  # not delimited by tell() calls (another torch version): hash the hot bytes
                 with open(full, "rb") as f:
-                    leaves = _native.leaf_digests(os.pread(f.fileno(), si.length, si.offset), self.leaf_size, self.threads)
+                    leaves = _native.leaf_digests(
+                        os.pread(f.fileno(), si.length, si.offset), self.leaf_size, self.threads
+                    )
             wi = by_index.get(wr.index)
             kind = ITEM_BYTES if wi is not None and wi.type == WriteItemType.BYTE_IO else ITEM_TENSOR
             offs = tuple(int(x) for x in wr.index.offset) if wr.index.offset is not None else None
             items.append(
-                ItemDigest(wr.index.fqn, offs, kind, si.offset, si.length, digest_from_leaves(leaves, self.leaf_size, si.length).value)
+                ItemDigest(
+                    wr.index.fqn,
+                    offs,
+                    kind,
+                    si.offset,
+                    si.length,
+                    digest_from_leaves(leaves, self.leaf_size, si.length).value,
+                )
             )
         del leaf_bytes
         if self.serialization_format == _tfs.SerializationFormat.TORCH_SAVE:
@@ -258,7 +284,9 @@ class FileSystemWriter(_tfs.FileSystemWriter):
         m.extra = [Section(SEC_ITEMS, 0, encode_items(items))]
         bulk = b""
         if self.redundancy > 0:
-            _, parity_sections, bulk = parity_parts(full, m.file_size, m.leaf_size, self.redundancy, threads=self.threads)
+            _, parity_sections, bulk = parity_parts(
+                full, m.file_size, m.leaf_size, self.redundancy, threads=self.threads
+            )
             m.extra += parity_sections
         write_sidecar_file(full, m, bulk, fsync=self.sync_files)
 
@@ -283,23 +311,33 @@ def _shard_layout(full: str, rel: str, wrs: list[Any], by_index: dict[Any, Any])
             si = wr.storage_data
             wi = by_index.get(wr.index)
             offs = tuple(int(x) for x in wr.index.offset) if wr.index.offset is not None else None
-            it = DcpItem(wr.index.fqn, offs, rel, si.offset, si.length, transformed=bool(si.transform_descriptors))
+            it = DcpItem(
+                wr.index.fqn, offs, rel, si.offset, si.length, transformed=bool(si.transform_descriptors)
+            )
             if wi is not None and wi.tensor_data is not None:
                 it.dtype = str(wi.tensor_data.properties.dtype).removeprefix("torch.")
                 it.chunk_sizes = tuple(int(x) for x in wi.tensor_data.chunk.sizes)
             end = it.offset + it.length
             is_zip = it.length >= 4 and fv.read(it.offset, 4) == b"PK\x03\x04" and not it.transformed
             if is_zip:
-                z = read_torch_zip(fv, base=it.offset, end=min(end, size), check_crc=False, key_prefix=it.key + ".")
+                z = read_torch_zip(
+                    fv, base=it.offset, end=min(end, size), check_crc=False, key_prefix=it.key + "."
+                )
                 segments.extend(z.segments)
-                layout.tensors.extend(dataclasses.replace(t, storage=f"{rel}@{it.offset}:{t.storage}") for t in z.tensors)
+                layout.tensors.extend(
+                    dataclasses.replace(t, storage=f"{rel}@{it.offset}:{t.storage}") for t in z.tensors
+                )
                 layout.problems.extend(z.problems)
                 layout.non_tensor_entries.update(z.non_tensor)
                 layout.unsafe_globals.extend(g for g in z.unsafe if g not in layout.unsafe_globals)
             elif it.dtype in DTYPE_ITEMSIZE and it.chunk_sizes is not None and not it.transformed:
                 isz = DTYPE_ITEMSIZE[it.dtype]
                 segments.append(Segment(it.offset, it.length, "tensor-data", it.key))
-                layout.tensors.append(TensorSpan(it.key, it.dtype, it.chunk_sizes, it.offset, it.length, isz, f"{rel}@{it.offset}"))
+                layout.tensors.append(
+                    TensorSpan(
+                        it.key, it.dtype, it.chunk_sizes, it.offset, it.length, isz, f"{rel}@{it.offset}"
+                    )
+                )
             else:
                 segments.append(Segment(it.offset, it.length, "other", it.key))
         layout.segments = tile(size, segments)
@@ -358,7 +396,9 @@ class FileSystemReader(_tfs.FileSystemReader):
     ) -> None:
         super().__init__(path, _extension_registry)
         if not callable(getattr(_tfs.FileSystemReader, "_slice_file", None)):  # pragma: no cover
-            raise ImportError("fastckpt.dcp.FileSystemReader needs torch's FileSystemReader._slice_file (torch 2.13)")
+            raise ImportError(
+                "fastckpt.dcp.FileSystemReader needs torch's FileSystemReader._slice_file (torch 2.13)"
+            )
         self.verify = verify
         self.require_digests = require_digests
         self.threads = threads
@@ -380,15 +420,23 @@ class FileSystemReader(_tfs.FileSystemReader):
             try:
                 metadata = _MetadataUnpickler(f).load()
             except pickle.UnpicklingError as e:
-                raise InputError(path, None, f"DCP metadata made of torch.distributed.checkpoint's own classes ({e}; nothing was executed)") from None
+                raise InputError(
+                    path,
+                    None,
+                    f"DCP metadata made of torch.distributed.checkpoint's own classes ({e}; nothing was executed)",
+                ) from None
         if not isinstance(metadata, Metadata):
-            raise InputError(path, 0, f"a torch.distributed.checkpoint Metadata object, found {type(metadata).__name__}")
-        if getattr(metadata, "storage_meta", None) is None:
-            metadata.storage_meta = StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
+            raise InputError(
+                path, 0, f"a torch.distributed.checkpoint Metadata object, found {type(metadata).__name__}"
+            )
+        storage_meta = getattr(metadata, "storage_meta", None) or StorageMeta()
+        storage_meta.load_id = self.load_id
+        metadata.storage_meta = storage_meta
         return metadata
 
-    def set_up_storage_reader(self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+    def set_up_storage_reader(
+        self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
+    ) -> None:
         super().set_up_storage_reader(metadata, is_coordinator, *args, **kwargs)
         self._names = {}
         for idx, si in self.storage_data.items():
@@ -423,9 +471,15 @@ class FileSystemReader(_tfs.FileSystemReader):
             items = items_of(m, spath) or []
             entry = (m, {(it.offset, it.length): it for it in items})
         elif self.require_digests:
-            raise CorruptCheckpointError(shard, [], f"{shard}: no sidecar ({spath}) to verify it against (require_digests=True)")
+            raise CorruptCheckpointError(
+                shard, [], f"{shard}: no sidecar ({spath}) to verify it against (require_digests=True)"
+            )
         else:
-            warnings.warn(f"fastckpt.dcp: {shard} has no sidecar; its items are read unverified", RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"fastckpt.dcp: {shard} has no sidecar; its items are read unverified",
+                RuntimeWarning,
+                stacklevel=4,
+            )
         with self._lock:
             self._sidecars[shard] = entry
         return entry
@@ -465,7 +519,9 @@ class FileSystemReader(_tfs.FileSystemReader):
         spath = sidecar_path_for(path)
         if not os.path.exists(spath):
             if self.require_digests:
-                raise CorruptCheckpointError(path, [], f"{path}: no sidecar ({spath}) to verify it against (require_digests=True)")
+                raise CorruptCheckpointError(
+                    path, [], f"{path}: no sidecar ({spath}) to verify it against (require_digests=True)"
+                )
             return
         from .verify import verify_with_sidecar
 
@@ -499,24 +555,24 @@ def unwrap(exc: BaseException, reader: FileSystemReader | None = None) -> BaseEx
 def save(state_dict: dict[str, Any], checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> Any:
     """`torch.distributed.checkpoint.save` with a fastckpt FileSystemWriter. Keyword arguments of
     dcp.save (planner, process_group, no_dist, ...) pass through; the others go to the writer."""
-    import torch.distributed.checkpoint as tdcp
+    from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
     dcp_keys = {"planner", "process_group", "no_dist", "use_collectives"}
     dcp_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in dcp_keys}
     writer = FileSystemWriter(checkpoint_id, **kwargs)
-    return tdcp.save(state_dict, storage_writer=writer, **dcp_kwargs)
+    return dcp_save(state_dict, storage_writer=writer, **dcp_kwargs)
 
 
 def load(state_dict: dict[str, Any], checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> None:
     """`torch.distributed.checkpoint.load` with a verifying FileSystemReader; raises
     CorruptCheckpointError (not torch's CheckpointException) when an item is damaged."""
-    import torch.distributed.checkpoint as tdcp
+    from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 
     dcp_keys = {"planner", "process_group", "no_dist", "use_collectives"}
     dcp_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in dcp_keys}
     reader = FileSystemReader(checkpoint_id, **kwargs)
     try:
-        tdcp.load(state_dict, storage_reader=reader, **dcp_kwargs)
+        dcp_load(state_dict, storage_reader=reader, **dcp_kwargs)
     except BaseException as e:  # CheckpointException derives from BaseException
         inner = unwrap(e, reader)
         if inner is not e:
@@ -529,4 +585,3 @@ def checkpoint_files(path: str | os.PathLike[str]) -> list[str]:
     sc = read_sidecar(os.path.join(os.fspath(path), DIR_MANIFEST_NAME), expect_kind=KIND_DIRECTORY)
     assert isinstance(sc.manifest, DirManifest)
     return [e.path for e in sc.manifest.entries]
-

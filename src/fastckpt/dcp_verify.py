@@ -39,7 +39,9 @@ class ItemDigest:
 
     __slots__ = ("digest", "fqn", "kind", "length", "offset", "offsets")
 
-    def __init__(self, fqn: str, offsets: tuple[int, ...] | None, kind: int, offset: int, length: int, digest: int) -> None:
+    def __init__(
+        self, fqn: str, offsets: tuple[int, ...] | None, kind: int, offset: int, length: int, digest: int
+    ) -> None:
         self.fqn, self.offsets, self.kind = fqn, offsets, kind
         self.offset, self.length, self.digest = offset, length, digest
 
@@ -51,7 +53,9 @@ class ItemDigest:
         return self.fqn
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ItemDigest) and all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+        return isinstance(other, ItemDigest) and all(
+            getattr(self, s) == getattr(other, s) for s in self.__slots__
+        )
 
     def __repr__(self) -> str:
         return f"ItemDigest({self.key!r}, [{self.offset}, {self.offset + self.length}), {self.digest:032x})"
@@ -93,7 +97,9 @@ def decode_items(payload: bytes | memoryview, *, path: str = "<sidecar>") -> lis
         digest = int.from_bytes(take(16), "little")
         out.append(ItemDigest(fqn, tuple(offs) if ndim else None, kind, offset, length, digest))
     if pos != len(buf):
-        raise InputError(path, None, f"the end of the ITEMS section after {count} items ({len(buf) - pos} bytes left)")
+        raise InputError(
+            path, None, f"the end of the ITEMS section after {count} items ({len(buf) - pos} bytes left)"
+        )
     return out
 
 
@@ -102,8 +108,6 @@ def items_of(manifest: FileManifest, path: str) -> list[ItemDigest] | None:
         if s.type == SEC_ITEMS:
             return decode_items(s.payload, path=path)
     return None
-
-
 
 
 def _items(root: str) -> list[tuple[str, str, int, int]] | None:
@@ -135,7 +139,9 @@ def _item_digests(shard: str) -> tuple[int, dict[tuple[int, int], ItemDigest]]:
     return m.leaf_size, {(it.offset, it.length): it for it in items_of(m, spath) or []}
 
 
-def _item_bad(shard: str, digests: tuple[int, dict[tuple[int, int], ItemDigest]], off: int, n: int, size: int | None) -> bool:
+def _item_bad(
+    shard: str, digests: tuple[int, dict[tuple[int, int], ItemDigest]], off: int, n: int, size: int | None
+) -> bool:
     """Whether an item that overlaps a damaged leaf really changed: its own digest decides when
     the writer recorded one (a damaged 64 KiB leaf can hold the tails and heads of several items)."""
     leaf_size, recs = digests
@@ -149,16 +155,23 @@ def _item_bad(shard: str, digests: tuple[int, dict[tuple[int, int], ItemDigest]]
 
     if n == 0:
         return rec.digest != digest_from_leaves(b"", leaf_size, 0).value
-    with open(shard, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        with memoryview(mm)[off : off + n] as view:
-            leaves = _native.leaf_digests(view, leaf_size)
+    with (
+        open(shard, "rb") as fh,
+        mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm,
+        memoryview(mm)[off : off + n] as view,
+    ):
+        leaves = _native.leaf_digests(view, leaf_size)
     return digest_from_leaves(leaves, leaf_size, n).value != rec.digest
 
 
 def annotate(path: str, report: dict[str, Any]) -> dict[str, Any]:
     """Adds DCP item information to a `verify_path` report of a DCP folder (in place; returned)."""
     root = os.fspath(path)
-    if not os.path.isdir(root) or not os.path.isfile(os.path.join(root, METADATA_NAME)) or "files" not in report:
+    if (
+        not os.path.isdir(root)
+        or not os.path.isfile(os.path.join(root, METADATA_NAME))
+        or "files" not in report
+    ):
         return report
     items = _items(root)
     if items is None:

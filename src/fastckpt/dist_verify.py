@@ -38,13 +38,17 @@ def verify_path(
     path: str | os.PathLike[str], *, sidecar: str | None = None, threads: int = 0, progress: bool = False
 ) -> dict[str, Any]:
     """`fastckpt.verify.verify_path`, distributed when run under torchrun (see module docstring), with
-DCP item annotations for torch.distributed.checkpoint folders (fastckpt.dcp_verify)."""
+    DCP item annotations for torch.distributed.checkpoint folders (fastckpt.dcp_verify)."""
     from . import verify as single
     from .dcp_verify import annotate
 
     if not under_torchrun():
-        return annotate(os.fspath(path), single.verify_path(path, sidecar=sidecar, threads=threads, progress=progress))
-    return annotate(os.fspath(path), verify_path_distributed(os.fspath(path), sidecar=sidecar, threads=threads))
+        return annotate(
+            os.fspath(path), single.verify_path(path, sidecar=sidecar, threads=threads, progress=progress)
+        )
+    return annotate(
+        os.fspath(path), verify_path_distributed(os.fspath(path), sidecar=sidecar, threads=threads)
+    )
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,9 @@ def precomputed(results: dict[tuple[str, str, int, int], Any]) -> Iterator[None]
 
     real_hash, real_layout = digest.hash_file, _layout.read_layout
 
-    def hash_file(path: Any, *, leaf_size: int = digest.DEFAULT_LEAF_SIZE, threads: int = 0, progress: bool = False) -> Any:
+    def hash_file(
+        path: Any, *, leaf_size: int = digest.DEFAULT_LEAF_SIZE, threads: int = 0, progress: bool = False
+    ) -> Any:
         full = os.path.abspath(os.fspath(path))
         parts: list[bytes] = []
         size = None
@@ -191,11 +197,11 @@ def precomputed(results: dict[tuple[str, str, int, int], Any]) -> Iterator[None]
             return r
         return real_layout(path, check_crc=check_crc)
 
-    digest.hash_file, _layout.read_layout = hash_file, read_layout  # type: ignore[assignment]
+    digest.hash_file, _layout.read_layout = hash_file, read_layout
     try:
         yield
     finally:
-        digest.hash_file, _layout.read_layout = real_hash, real_layout  # type: ignore[assignment]
+        digest.hash_file, _layout.read_layout = real_hash, real_layout
 
 
 def verify_path_distributed(path: str, *, sidecar: str | None = None, threads: int = 0) -> dict[str, Any]:
@@ -236,9 +242,9 @@ def verify_path_distributed(path: str, *, sidecar: str | None = None, threads: i
                 }
             except FastckptError as e:
                 error = str(e)
-        box = [report, error]
+        box: list[Any] = [report, error]
         dist.broadcast_object_list(box, src=0)
-        report, error = box
+        report, error = box[0], box[1]
     finally:
         if own:
             dist.destroy_process_group()

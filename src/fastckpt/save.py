@@ -16,6 +16,7 @@ format's structural checks) and only then calls `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import sys
@@ -91,14 +92,18 @@ class _DeviceCheck:
         self.leaf_size = leaf_size
         self.threads = threads
         self.items = [
-            (k, t) for k, t in items if type(t) in (torch.Tensor, torch.nn.Parameter) and _needs_device_check(t)
+            (k, t)
+            for k, t in items
+            if type(t) in (torch.Tensor, torch.nn.Parameter) and _needs_device_check(t)
         ]
         dense = [(k, t) for k, t in self.items if t.is_contiguous() and t.numel() > 0]
         self.before: dict[str, int] = {}
         if dense:
             leaves = _device_leaf_digests([t for _, t in dense], leaf_size, threads)
             for (k, t), (lb, nb) in zip(dense, leaves, strict=True):
-                self.before[k] = digest_from_leaves(lb, leaf_size, nb, dtype_name(t.dtype), tuple(t.shape)).value
+                self.before[k] = digest_from_leaves(
+                    lb, leaf_size, nb, dtype_name(t.dtype), tuple(t.shape)
+                ).value
 
     def __len__(self) -> int:
         return len(self.items)
@@ -192,7 +197,9 @@ def _read_back(tmp: TempFile, sealed: SealedManifest, threads: int) -> None:
     runs = merge_runs(bad, m.leaf_size, max(size, m.file_size))
     hit = []
     for off, n in runs:
-        hit += [e.key for e in m.tensors if e.offset < off + n and e.offset + e.nbytes > off and e.key not in hit]
+        hit += [
+            e.key for e in m.tensors if e.offset < off + n and e.offset + e.nbytes > off and e.key not in hit
+        ]
     if size != m.file_size:
         hit.append(f"<size {size}, expected {m.file_size}>")
     raise CorruptCheckpointError(
@@ -222,7 +229,9 @@ def _seal(
     if problems:
         p = problems[0]
         raise InputError(
-            tmp.final, p.offset, f"a well-formed {m.format} file from the serializer, but the reader found: {p.message}"
+            tmp.final,
+            p.offset,
+            f"a well-formed {m.format} file from the serializer, but the reader found: {p.message}",
         )
     if m.unsafe:
         warnings.warn(
@@ -317,7 +326,14 @@ def save(
                 _disable_byteorder_record=_disable_byteorder_record,
             )
         return _seal(
-            tmp, hasher, device=device, redundancy=red, verify=verify, fsync=fsync, sidecar=sidecar, threads=threads
+            tmp,
+            hasher,
+            device=device,
+            redundancy=red,
+            verify=verify,
+            fsync=fsync,
+            sidecar=sidecar,
+            threads=threads,
         )
 
 
@@ -362,20 +378,28 @@ def save_safetensors(
     header = json.loads(bytes(view[8 : 8 + header_len]))
     base = 8 + header_len
     cuts = sorted(
-        {base + int(v["data_offsets"][0]) for k, v in header.items() if k != "__metadata__"} | {0, base, len(view)}
+        {base + int(v["data_offsets"][0]) for k, v in header.items() if k != "__metadata__"}
+        | {0, base, len(view)}
     )
     # Every write here starts a tensor (or the header): keep write-relative digests for all of them.
     hasher = LeafHasher(leaf_size, threads, chunk_min=1)
     with TempFile(fspath) as tmp:
         assert tmp.fd is not None
         with HashingFile(tmp.fd, hasher, name=tmp.path) as out:
-            for a, b in zip(cuts, cuts[1:], strict=False):
+            for a, b in itertools.pairwise(cuts):
                 for s in range(a, b, _SAFETENSORS_WRITE):
                     out.write(view[s : min(b, s + _SAFETENSORS_WRITE)])
         view.release()
         del image
         return _seal(
-            tmp, hasher, device=device, redundancy=red, verify=verify, fsync=fsync, sidecar=sidecar, threads=threads
+            tmp,
+            hasher,
+            device=device,
+            redundancy=red,
+            verify=verify,
+            fsync=fsync,
+            sidecar=sidecar,
+            threads=threads,
         )
 
 
@@ -507,7 +531,11 @@ def corrupt_error(path: str, report: dict[str, Any]) -> CorruptCheckpointError:
         shown = ", ".join(tensors[:10]) + (f" and {len(tensors) - 10} more" if len(tensors) > 10 else "")
         parts.append(f"{len(tensors)} damaged tensor(s): {shown}")
     if other:
-        parts.append("also " + "; ".join(o.strip("<>") for o in other[:5]) if tensors else "; ".join(o.strip("<>") for o in other[:5]))
+        parts.append(
+            "also " + "; ".join(o.strip("<>") for o in other[:5])
+            if tensors
+            else "; ".join(o.strip("<>") for o in other[:5])
+        )
     if not parts:
         msgs = [p["message"] for p in report.get("problems", [])]
         parts.append("; ".join(msgs[:3]) or "verification failed")
@@ -538,11 +566,17 @@ def check(path: str | os.PathLike[str], *, threads: int = 0, require_sidecar: bo
         except InputError as e:
             if e.path != spath:
                 raise
-            warnings.warn(f"fastckpt: unusable sidecar ({e}); falling back to a structural check", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"fastckpt: unusable sidecar ({e}); falling back to a structural check",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     if report is None:
         if require_sidecar:
             raise CorruptCheckpointError(
-                fspath, [], f"{fspath}: no usable sidecar ({spath}); run `fastckpt protect {shlex.quote(fspath)}`"
+                fspath,
+                [],
+                f"{fspath}: no usable sidecar ({spath}); run `fastckpt protect {shlex.quote(fspath)}`",
             )
         report = verify_structural(fspath)
     if not report["ok"]:
@@ -581,7 +615,9 @@ def load(
     """
     fspath = _check_path(f, "fastckpt.load")
     if kwargs.pop("weights_only", True) is not True:
-        raise UsageError("fastckpt.load always loads with weights_only=True (it never runs code from a checkpoint)")
+        raise UsageError(
+            "fastckpt.load always loads with weights_only=True (it never runs code from a checkpoint)"
+        )
     if verify:
         report = check(fspath, threads=threads, require_sidecar=require_sidecar)
         fmt = report.get("format")

@@ -48,5 +48,8 @@ def verify_for_resume(path: str, *, framework: str, threads: int = 0) -> dict[st
     except (FastckptError, OSError):
         pass
     raise CorruptCheckpointError(
-        fspath, damaged, f"{framework}: refusing to resume from a damaged or incomplete checkpoint. {detail}{alt}", report
+        fspath,
+        damaged,
+        f"{framework}: refusing to resume from a damaged or incomplete checkpoint. {detail}{alt}",
+        report,
     )

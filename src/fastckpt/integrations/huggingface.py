@@ -39,10 +39,11 @@ def last_valid_checkpoint(output_dir: str | os.PathLike[str]) -> str | None:
     if not os.path.isdir(output_dir):
         return None
     result = find_latest(output_dir)
-    return result["path"]
+    path: str | None = result["path"]
+    return path
 
 
-class FastckptTrainerCallback(TrainerCallback):  # type: ignore[misc]
+class FastckptTrainerCallback(TrainerCallback):  # type: ignore[misc, unused-ignore]
     """Protects each saved checkpoint folder; refuses to train on from a damaged one."""
 
     def __init__(self, *, verify_resume: bool = True) -> None:
@@ -60,7 +61,10 @@ class FastckptTrainerCallback(TrainerCallback):  # type: ignore[misc]
             if result.written:
                 self.protected.append(folder)
             else:
-                problems = "; ".join(p["message"] for p in result.problems[:3]) or "a file failed its structural check"
+                problems = (
+                    "; ".join(p["message"] for p in result.problems[:3])
+                    or "a file failed its structural check"
+                )
                 warnings.warn(f"fastckpt: did not protect {folder}: {problems}", RuntimeWarning, stacklevel=2)
         return control
 

@@ -21,15 +21,10 @@ try:
     from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
     from lightning.pytorch.callbacks import Callback
     from lightning.pytorch.plugins.io import TorchCheckpointIO
-except ImportError:  # pragma: no cover - exercised only without lightning
-    try:
-        import pytorch_lightning as pl  # type: ignore[no-redef]
-        from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef]
-        from pytorch_lightning.plugins.io import CheckpointIO, TorchCheckpointIO  # type: ignore[no-redef]
-    except ImportError as e:
-        raise ImportError(
-            "fastckpt.integrations.lightning needs PyTorch Lightning: pip install 'fastckpt[lightning]'"
-        ) from e
+except ImportError as e:  # pragma: no cover - exercised only without lightning
+    raise ImportError(
+        "fastckpt.integrations.lightning needs PyTorch Lightning: pip install 'fastckpt[lightning]'"
+    ) from e
 
 from ..sidecar import sidecar_path_for
 from ._common import verify_for_resume
@@ -46,21 +41,27 @@ def _local(path: Any) -> str:
     return p[len("file://") :] if p.startswith("file://") else os.fspath(path)
 
 
-class FastckptCheckpointIO(CheckpointIO):
+class FastckptCheckpointIO(CheckpointIO):  # type: ignore[misc, unused-ignore]
     """Lightning CheckpointIO: `fastckpt.save` for saves, verification before loads.
 
     `checkpoint_io` is the IO used for remote paths and for the actual load (default
     TorchCheckpointIO). `redundancy` is the parity percentage (None: protect's default)."""
 
     def __init__(
-        self, checkpoint_io: CheckpointIO | None = None, *, redundancy: float | None = None, fsync: bool = True
+        self,
+        checkpoint_io: CheckpointIO | None = None,
+        *,
+        redundancy: float | None = None,
+        fsync: bool = True,
     ) -> None:
         super().__init__()
         self.checkpoint_io = checkpoint_io if checkpoint_io is not None else TorchCheckpointIO()
         self.redundancy = redundancy
         self.fsync = fsync
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None or not _is_local(path):
             self.checkpoint_io.save_checkpoint(checkpoint, path, storage_options=storage_options)
             return
@@ -72,13 +73,20 @@ class FastckptCheckpointIO(CheckpointIO):
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         with warnings.catch_warnings():
             # Lightning checkpoints may pickle hyper-parameter objects; Lightning's loader decides.
-            warnings.filterwarnings("ignore", message="fastckpt.save: .* pickles globals", category=RuntimeWarning)
+            warnings.filterwarnings(
+                "ignore", message="fastckpt.save: .* pickles globals", category=RuntimeWarning
+            )
             save(checkpoint, target, redundancy=self.redundancy, fsync=self.fsync)
 
-    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         if _is_local(path):
             verify_for_resume(_local(path), framework="fastckpt (Lightning)")
-        return self.checkpoint_io.load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        loaded: dict[str, Any] = self.checkpoint_io.load_checkpoint(
+            path, map_location=map_location, weights_only=weights_only
+        )
+        return loaded
 
     def remove_checkpoint(self, path: Any) -> None:
         self.checkpoint_io.remove_checkpoint(path)
@@ -90,14 +98,16 @@ class FastckptCheckpointIO(CheckpointIO):
         self.checkpoint_io.teardown()
 
 
-class FastckptCallback(Callback):
+class FastckptCallback(Callback):  # type: ignore[misc, unused-ignore]
     """Protects every checkpoint the trainer saves and refuses to resume from a damaged one.
 
     `redundancy`: parity percentage for saves (None: protect's default). `verify_resume`: verify
     `ckpt_path` before it is restored (default True). Strategies whose CheckpointIO is not Lightning's
     plain TorchCheckpointIO (async, distributed) keep their IO; only resumes are verified then."""
 
-    def __init__(self, *, redundancy: float | None = None, verify_resume: bool = True, fsync: bool = True) -> None:
+    def __init__(
+        self, *, redundancy: float | None = None, verify_resume: bool = True, fsync: bool = True
+    ) -> None:
         self.redundancy = redundancy
         self.verify_resume = verify_resume
         self.fsync = fsync
