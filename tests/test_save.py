@@ -86,13 +86,18 @@ def _protect_copy(path: str, tmp_path) -> bytes:
     data=st.binary(min_size=0, max_size=5000),
     cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=12),
     leaf_pow=st.integers(min_value=6, max_value=9),
+    background=st.booleans(),
+    stable=st.lists(st.booleans(), min_size=13, max_size=13),
 )
-def test_leaf_hasher_matches_whole_buffer(data: bytes, cuts: list[int], leaf_pow: int) -> None:
+def test_leaf_hasher_matches_whole_buffer(
+    data: bytes, cuts: list[int], leaf_pow: int, background: bool, stable: list[bool]
+) -> None:
     leaf = 1 << leaf_pow
     bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
-    h = LeafHasher(leaf, chunk_min=1)
-    for a, b in itertools.pairwise(bounds):
-        h.update(data[a:b])
+    h = LeafHasher(leaf, chunk_min=1, background=background)
+    view = memoryview(data)  # stays valid until finish(), as a stable write requires
+    for k, (a, b) in enumerate(itertools.pairwise(bounds)):
+        h.update(view[a:b], stable=stable[k])
     assert h.pos == len(data)
     assert h.finish() == _native.leaf_digests(data, leaf)
     for a, b in itertools.pairwise(bounds):
@@ -159,6 +164,25 @@ def test_save_hashes_tensor_data_in_flight(tmp_path) -> None:
     sd = {f"t{i}": torch.randn(1000 + i) for i in range(20)}
     info = fastckpt.save(sd, tmp_path / "m.pt")
     assert info.tensors == 20 and info.reread_bytes == 0
+
+
+def test_save_hashes_storages_in_the_background(tmp_path, monkeypatch) -> None:
+    jobs = []
+    real = LeafHasher._job
+
+    def spy(self, mv, i, full, want_chunk):
+        jobs.append(mv.nbytes)
+        return real(self, mv, i, full, want_chunk)
+
+    monkeypatch.setattr(LeafHasher, "_job", spy)
+    sd = {"big": torch.randn(1 << 19), "small": torch.randn(10), "view": torch.randn(1 << 19)[1:]}
+    path = tmp_path / "m.pt"
+    info = fastckpt.save(sd, path)
+    assert sorted(jobs) == [2 << 20, 2 << 20]  # the two large storages, off the writer's thread
+    # Only what no write delimits is read back (from the page cache): the view, which starts 4 bytes
+    # into its storage, and the 40-byte tensor (below CHUNK_MIN).
+    assert info.reread_bytes == (2 << 20) - 4 + 40
+    assert (tmp_path / "m.pt.fastckpt").read_bytes() == _protect_copy(str(path), tmp_path)
 
 
 def test_save_legacy_format(tmp_path) -> None:

@@ -50,6 +50,8 @@ CHUNK_MIN = 64
 # Small writes are gathered before they reach the kernel; large ones go straight from the caller's memory.
 _SMALL_WRITE = 1 << 16
 _BUFFER_LIMIT = 1 << 20
+# Writes at least this large that lie inside a stable buffer are hashed in the background.
+_STABLE_MIN = 1 << 20
 # Linux writes at most 0x7ffff000 bytes per call.
 _MAX_WRITE = 0x7FFFF000
 
@@ -58,26 +60,59 @@ _HOST = f"{_native.xxh3_64(socket.gethostname().encode()) & 0xFFFFFFFF:08x}"
 _TEMP_RE = re.compile(r"^\.(?P<base>.+)\.fastckpt\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}")
 
 
+class _Deferred:
+    """Leaf digests being computed on the background thread (see LeafHasher.update(stable=True))."""
+
+    __slots__ = ("future", "part")
+
+    def __init__(self, future: Any, part: int) -> None:
+        self.future = future
+        self.part = part  # 0: the file leaves, 1: the write-relative leaves
+
+    def result(self) -> bytes:
+        return bytes(self.future.result()[self.part])
+
+
 class LeafHasher:
-    """Incremental leaf digests of a byte stream (identical to hashing the finished file)."""
+    """Incremental leaf digests of a byte stream (identical to hashing the finished file).
+
+    With `background=True`, writes that the caller marks `stable` (their memory stays valid and
+    unchanged until finish(): torch writes a CPU tensor's storage straight from the tensor) are
+    hashed on a worker thread while the writer goes on (torch computes the next record's CRC-32 in
+    the meantime, on one core). Partial leaves are always copied and hashed in order, so the
+    result does not depend on it.
+    """
 
     def __init__(
-        self, leaf_size: int = DEFAULT_LEAF_SIZE, threads: int = 0, chunk_min: int = CHUNK_MIN
+        self,
+        leaf_size: int = DEFAULT_LEAF_SIZE,
+        threads: int = 0,
+        chunk_min: int = CHUNK_MIN,
+        *,
+        background: bool = False,
     ) -> None:
         self.leaf_size = check_leaf_size(leaf_size)
         self.threads = threads
         self.chunk_min = chunk_min
         self.pos = 0
         self._pending = bytearray()
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | _Deferred] = []
         # write offset -> (length, write-relative leaf digests)
         self.chunks: dict[int, tuple[int, bytes]] = {}
+        self._deferred_chunks: dict[int, tuple[int, _Deferred]] = {}
         self._leaf_bytes: bytes | None = None
+        self._pool: Any = None
+        if background:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastckpt-hash")
+            # The writer's own thread keeps one core busy; the worker may use the others.
+            self._bg_threads = threads if threads > 0 else max(1, (os.cpu_count() or 2) - 1)
 
     def _leaves(self, buf: Any) -> bytes:
         return _native.leaf_digests(buf, self.leaf_size, self.threads)
 
-    def update(self, data: Any) -> int:
+    def update(self, data: Any, *, stable: bool = False) -> int:
         if self._leaf_bytes is not None:
             raise ValueError("LeafHasher.update() after finish()")
         mv = (
@@ -99,31 +134,61 @@ class LeafHasher:
                 self._parts.append(self._leaves(self._pending))
                 self._pending.clear()
         full = (n - i) // L * L
-        head = b""
-        if full:
+        want_chunk = n >= self.chunk_min
+        if stable and self._pool is not None and full:
+            job = self._pool.submit(self._job, mv, i, full, want_chunk)
+            self._parts.append(_Deferred(job, 0))
+            if want_chunk:
+                self._deferred_chunks[start] = (n, _Deferred(job, 1))
+            want_chunk = False
+        elif full:
             head = self._leaves(mv[i : i + full])
             self._parts.append(head)
         if i + full < n:
             self._pending += mv[i + full :]
-        if n >= self.chunk_min:
+        if want_chunk:
             if i == 0:
                 # Leaf-aligned write: its full leaves are the file's; only its short tail differs.
                 tail = mv[full:]
-                self.chunks[start] = (n, head + (self._leaves(tail) if tail.nbytes else b""))
+                prefix = self._parts[-1] if full else b""
+                assert isinstance(prefix, bytes)
+                self.chunks[start] = (n, prefix + (self._leaves(tail) if tail.nbytes else b""))
             else:
                 self.chunks[start] = (n, self._leaves(mv))
         self.pos += n
         return n
 
+    def _job(self, mv: memoryview, i: int, full: int, want_chunk: bool) -> tuple[bytes, bytes]:
+        L, t = self.leaf_size, self._bg_threads
+        head = _native.leaf_digests(mv[i : i + full], L, t)
+        if not want_chunk:
+            return head, b""
+        if i == 0:
+            tail = mv[full:]
+            return head, head + (_native.leaf_digests(tail, L, t) if tail.nbytes else b"")
+        return head, _native.leaf_digests(mv, L, t)
+
     def finish(self) -> bytes:
-        """All leaf digests (packed little-endian u64). Idempotent."""
+        """All leaf digests (packed little-endian u64). Idempotent; waits for background work."""
         if self._leaf_bytes is None:
-            if self._pending:
-                self._parts.append(self._leaves(self._pending))
-                self._pending.clear()
-            self._leaf_bytes = b"".join(self._parts)
+            try:
+                if self._pending:
+                    self._parts.append(self._leaves(self._pending))
+                    self._pending.clear()
+                self._leaf_bytes = b"".join(p.result() if isinstance(p, _Deferred) else p for p in self._parts)
+                for off, (n, d) in self._deferred_chunks.items():
+                    self.chunks[off] = (n, d.result())
+            finally:
+                self.close()
             self._parts = []
+            self._deferred_chunks = {}
         return self._leaf_bytes
+
+    def close(self) -> None:
+        """Waits for and stops the background worker (no buffer is referenced after this)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def file_digest(self) -> int:
         return digest_from_leaves(self.finish(), self.leaf_size, self.pos).value
@@ -137,13 +202,26 @@ class HashingFile:
     The DCP writer needs tell() and fileno() (for its fsync).
     """
 
-    def __init__(self, fd: int, hasher: LeafHasher, *, expose_fileno: bool = False, name: str = "") -> None:
+    def __init__(
+        self,
+        fd: int,
+        hasher: LeafHasher,
+        *,
+        expose_fileno: bool = False,
+        name: str = "",
+        stable_ranges: list[tuple[int, int]] | None = None,
+    ) -> None:
         self._fd = fd
         self.hasher = hasher
         self._buf = bytearray()
         self._expose_fileno = expose_fileno
         self.name = name
         self.closed = False
+        # Sorted, merged [start, end) address ranges that stay valid and unchanged until the
+        # hasher finishes (the storages of the tensors being saved): writes inside them may be
+        # hashed in the background.
+        self._stable = stable_ranges or []
+        self._stable_starts = [a for a, _ in self._stable]
 
     # -- io protocol ------------------------------------------------------------------------
     def writable(self) -> bool:
@@ -170,7 +248,7 @@ class HashingFile:
         if mv.format != "B" or mv.ndim != 1:
             mv = mv.cast("B")
         n = mv.nbytes
-        self.hasher.update(mv)
+        self.hasher.update(mv, stable=n >= _STABLE_MIN and self._is_stable(mv))
         if n < _SMALL_WRITE:
             self._buf += mv
             if len(self._buf) >= _BUFFER_LIMIT:
@@ -179,6 +257,17 @@ class HashingFile:
             self._drain()
             _write_all(self._fd, mv)
         return n
+
+    def _is_stable(self, mv: memoryview) -> bool:
+        if not self._stable:
+            return False
+        import bisect
+
+        import numpy as np
+
+        addr = int(np.frombuffer(mv, dtype=np.uint8).__array_interface__["data"][0])
+        k = bisect.bisect_right(self._stable_starts, addr) - 1
+        return k >= 0 and addr + mv.nbytes <= self._stable[k][1]
 
     def flush(self) -> None:
         self._drain()
@@ -204,6 +293,17 @@ class HashingFile:
         if self._buf:
             _write_all(self._fd, memoryview(self._buf))
             self._buf.clear()
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, merged [start, end) ranges."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(r for r in ranges if r[1] > r[0]):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def _write_all(fd: int, mv: memoryview) -> None:

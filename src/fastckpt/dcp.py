@@ -114,7 +114,7 @@ class _ItemHasher(LeafHasher):
         self._region = LeafHasher(self.leaf_size, self.threads, chunk_min=1 << 62)
         self._region_start = self.pos
 
-    def update(self, data: Any) -> int:
+    def update(self, data: Any, *, stable: bool = False) -> int:
         n = super().update(data)
         if self._region is not None:
             self._region.update(data)

@@ -36,6 +36,7 @@ from ._writer import (
     commit,
     default_redundancy,
     drop_cache,
+    merge_ranges,
     parity_parts,
 )
 from .digest import DEFAULT_LEAF_SIZE, check_leaf_size, digest_from_leaves, dtype_name, iter_tensors
@@ -313,28 +314,48 @@ def save(
     device = _DeviceCheck(list(iter_tensors(obj)), leaf_size, threads) if check_device else None
     if device is not None and not len(device):
         device = None
-    hasher = LeafHasher(leaf_size, threads)
-    with TempFile(path) as tmp:
-        assert tmp.fd is not None
-        with HashingFile(tmp.fd, hasher, name=tmp.path) as out:
-            torch.save(
-                obj,
-                out,  # type: ignore[arg-type]
-                pickle_module=pickle if pickle_module is None else pickle_module,
-                pickle_protocol=pickle_protocol,
-                _use_new_zipfile_serialization=_use_new_zipfile_serialization,
-                _disable_byteorder_record=_disable_byteorder_record,
+    stable = _cpu_storage_ranges(obj)
+    hasher = LeafHasher(leaf_size, threads, background=bool(stable))
+    try:
+        with TempFile(path) as tmp:
+            assert tmp.fd is not None
+            with HashingFile(tmp.fd, hasher, name=tmp.path, stable_ranges=stable) as out:
+                torch.save(
+                    obj,
+                    out,  # type: ignore[arg-type]
+                    pickle_module=pickle if pickle_module is None else pickle_module,
+                    pickle_protocol=pickle_protocol,
+                    _use_new_zipfile_serialization=_use_new_zipfile_serialization,
+                    _disable_byteorder_record=_disable_byteorder_record,
+                )
+            return _seal(
+                tmp,
+                hasher,
+                device=device,
+                redundancy=red,
+                verify=verify,
+                fsync=fsync,
+                sidecar=sidecar,
+                threads=threads,
             )
-        return _seal(
-            tmp,
-            hasher,
-            device=device,
-            redundancy=red,
-            verify=verify,
-            fsync=fsync,
-            sidecar=sidecar,
-            threads=threads,
-        )
+    finally:
+        hasher.close()
+
+
+def _cpu_storage_ranges(obj: Any) -> list[tuple[int, int]]:
+    """Address ranges of the CPU storages in `obj`: torch writes them to the file straight from this
+    memory, which stays valid (the caller holds `obj`) while they are hashed in the background."""
+    ranges = []
+    for _, t in iter_tensors(obj):
+        if t.device.type != "cpu" or t.is_sparse or t.is_quantized:
+            continue
+        try:
+            s = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):
+            continue
+        if s.nbytes():
+            ranges.append((s.data_ptr(), s.data_ptr() + s.nbytes()))
+    return merge_ranges(ranges)
 
 
 def save_safetensors(
