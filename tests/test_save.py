@@ -106,6 +106,22 @@ def test_leaf_hasher_matches_whole_buffer(
         assert leaves == _native.leaf_digests(data[a:b], leaf)
 
 
+def test_background_lockstep_blocks(monkeypatch) -> None:
+    # The background job hashes both alignments block by block; cut the blocks small so that a
+    # write spans many of them, with every offset of the write relative to the leaves.
+    import fastckpt._writer as w
+
+    monkeypatch.setattr(w, "_LOCKSTEP_BLOCK", 256)
+    data = os.urandom(64 * 37 + 11)
+    view = memoryview(data)
+    for first in (0, 1, 63, 64, 65, 200, 1000):
+        h = LeafHasher(64, chunk_min=1, background=True)
+        h.update(view[:first], stable=True)
+        h.update(view[first:], stable=True)
+        assert h.finish() == _native.leaf_digests(data, 64)
+        assert h.chunks[first] == (len(data) - first, _native.leaf_digests(data[first:], 64))
+
+
 def test_hashing_file_writes_exact_bytes(tmp_path) -> None:
     data = os.urandom(3 * 65536 + 777)
     h = LeafHasher(65536)
