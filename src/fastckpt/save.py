@@ -212,6 +212,16 @@ def _read_back(tmp: TempFile, sealed: SealedManifest, threads: int) -> None:
     )
 
 
+def _background_fsync(fd: int) -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastckpt-fsync")
+    try:
+        return pool.submit(os.fsync, fd)
+    finally:
+        pool.shutdown(wait=False)
+
+
 def _seal(
     tmp: TempFile,
     hasher: LeafHasher,
@@ -244,8 +254,14 @@ def _seal(
     checked = device.check(tmp.final, sealed) if device is not None else 0
     bulk = b""
     if redundancy > 0:
-        _, m.extra, bulk = parity_parts(tmp.path, m.file_size, m.leaf_size, redundancy, threads=threads)
-    if fsync and tmp.fd is not None:
+        # The file's fsync (disk-bound) runs while parity is encoded from the page cache.
+        syncing = _background_fsync(tmp.fd) if fsync and tmp.fd is not None else None
+        try:
+            _, m.extra, bulk = parity_parts(tmp.path, m.file_size, m.leaf_size, redundancy, threads=threads)
+        finally:
+            if syncing is not None:
+                syncing.result()
+    elif fsync and tmp.fd is not None:
         os.fsync(tmp.fd)
     if verify:
         _read_back(tmp, sealed, threads)
