@@ -564,3 +564,19 @@ def test_sidecar_given_as_the_checkpoint(tmp_path, cli) -> None:
         2,
         f"fastckpt: error: {p}.fastckpt: expected a checkpoint, found a fastckpt sidecar (it protects itself)\n",
     )
+
+
+def test_structural_truncation_names_the_lost_elements(tmp_path, cli) -> None:
+    p = str(tmp_path / "m.pt")
+    sd = save_model(p)
+    t = sd["model"]["embed.weight"]
+    off = tensor_offset(p, t)
+    cut = off + 4 * 1000 + 2  # inside element 1000 of embed.weight
+    with open(p, "r+b") as f:
+        f.truncate(cut)
+    r, out = run_json(cli, p)
+    assert r.returncode == 1 and out["check"] == "structural" and out["truncated"] is True
+    first = out["damaged"][0]
+    assert first["offset"] == cut
+    hit = {e["tensor"]: e for e in first["elements"]}
+    assert hit["model.embed.weight"] == {"tensor": "model.embed.weight", "start": 1000, "stop": t.numel()}
