@@ -14,6 +14,8 @@ import sys
 import zipfile
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastckpt import sidecar as sc
 from fastckpt.protect import protect_dir, protect_file
@@ -580,3 +582,52 @@ def test_structural_truncation_names_the_lost_elements(tmp_path, cli) -> None:
     assert first["offset"] == cut
     hit = {e["tensor"]: e for e in first["elements"]}
     assert hit["model.embed.weight"] == {"tensor": "model.embed.weight", "start": 1000, "stop": t.numel()}
+
+
+_PROP_SIZE = 5 * 4096 + 123
+
+
+@pytest.fixture(scope="module")
+def protected_blob(tmp_path_factory):  # type: ignore[no-untyped-def]
+    from fastckpt.protect import build_manifest
+    from fastckpt.sidecar import write_sidecar
+
+    folder = tmp_path_factory.mktemp("prop")
+    p = str(folder / "blob.bin")
+    data = opaque_bytes(_PROP_SIZE)
+    with open(p, "wb") as f:
+        f.write(data)
+    m, _ = build_manifest(p, leaf_size=4096)
+    write_sidecar(p + ".fastckpt", m)
+    return p, data
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.integers(0, _PROP_SIZE - 1), min_size=0, max_size=6), st.integers(0, 600))
+def test_damaged_runs_are_exactly_the_changed_leaves(protected_blob, flips: set[int], cut: int) -> None:
+    p, data = protected_blob
+    new = bytearray(data)
+    for off in flips:
+        new[off] ^= 0xFF
+    new = new[: len(new) - cut] if cut else new
+    with open(p, "wb") as f:
+        f.write(new)
+    try:
+        out = verify_path(p)
+    finally:
+        with open(p, "wb") as f:
+            f.write(data)
+    leaf = 4096
+    n = max(len(data), len(new))
+    changed = sorted(
+        {o // leaf for o in flips if o < len(new)}
+        | {
+            i
+            for i in range(-(-n // leaf))
+            if data[i * leaf : (i + 1) * leaf] != bytes(new[i * leaf : (i + 1) * leaf])
+        }
+    )
+    expected = merge_runs(changed, leaf, n)
+    assert [(d["offset"], d["length"]) for d in out["damaged"]] == expected
+    assert out["ok"] == (not expected)
+    assert out["truncated"] == (cut > 0)
