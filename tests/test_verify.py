@@ -631,3 +631,23 @@ def test_damaged_runs_are_exactly_the_changed_leaves(protected_blob, flips: set[
     assert [(d["offset"], d["length"]) for d in out["damaged"]] == expected
     assert out["ok"] == (not expected)
     assert out["truncated"] == (cut > 0)
+
+
+def test_directory_with_an_unusable_sidecar_exits_2(tmp_path, cli) -> None:
+    root = tmp_path / "ckpt"
+    make_dir(root)
+    protect_dir(str(root))
+    s = str(root / "a.bin") + ".fastckpt"
+    with open(s, "rb") as f:
+        blob = f.read()
+    a_off, _, b_off, _ = struct.unpack_from("<QQQQ", blob, 16)
+    flip(s, a_off + 50)
+    flip(s, b_off + 50)
+    r, out = run_json(cli, str(root))
+    assert r.returncode == 2 and out["unreadable"] == ["a.bin"] and not out["ok"]
+    bad = next(f for f in out["files"] if f["file"] == "a.bin")
+    assert bad["error"].startswith(
+        f"{s} at offset 64: expected an intact manifest copy, but both copies are damaged"
+    )
+    r = cli(["verify", str(root)])
+    assert r.returncode == 2 and f"{root / 'a.bin'}: UNREADABLE: {s} at offset 64" in r.stdout
