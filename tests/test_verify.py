@@ -285,6 +285,8 @@ def test_verify_with_sidecar_never_imports_torch(tmp_path, cli) -> None:
         assert "fastckpt.verify" in mods and "fastckpt.sidecar" in mods
         assert not {m for m in mods if m == "torch" or m.startswith("torch.")}
         assert "numpy" not in mods
+        # Only the sidecar and the file are read: no format reader is even imported.
+        assert not {m for m in mods if m.startswith("fastckpt.formats")}
 
 
 def _run_python(args: list[str]):  # type: ignore[no-untyped-def]
