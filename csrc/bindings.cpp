@@ -71,7 +71,7 @@ cpu::LongAccumulateFn loop_for(const std::string& isa) {
 // Leaf digests are returned as packed little-endian u64 bytes: no numpy import on the hot path of
 // the CLI, and memoryview(...).cast("Q") reads them for free on little-endian hosts.
 py::bytes leaf_digests_of(const uint8_t* data, size_t len, size_t leaf_size, int threads,
-                          cpu::LongAccumulateFn loop) {
+                          cpu::LongAccumulateFn loop, bool populate = false) {
   const size_t n_leaves = (len + leaf_size - 1) / leaf_size;
   PyObject* out = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(n_leaves * 8));
   if (out == nullptr) throw py::error_already_set();
@@ -79,7 +79,7 @@ py::bytes leaf_digests_of(const uint8_t* data, size_t len, size_t leaf_size, int
   auto* dst = reinterpret_cast<uint64_t*>(PyBytes_AS_STRING(out));
   if (len >= kGilReleaseBytes) {
     py::gil_scoped_release release;
-    cpu::leaf_digests(data, len, leaf_size, dst, threads, loop);
+    cpu::leaf_digests(data, len, leaf_size, dst, threads, loop, populate);
   } else {
     cpu::leaf_digests(data, len, leaf_size, dst, threads, loop);
   }
@@ -160,7 +160,7 @@ PYBIND11_MODULE(_native, m) {
           PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
           throw py::error_already_set();
         }
-        py::bytes leaves = leaf_digests_of(file->data(), file->size(), leaf_size, threads, loop);
+        py::bytes leaves = leaf_digests_of(file->data(), file->size(), leaf_size, threads, loop, /*populate=*/true);
         return py::make_tuple(file->size(), leaves);
       },
       py::arg("path"), py::arg("leaf_size") = 65536, py::arg("threads") = 0, py::arg("isa") = "",

@@ -41,7 +41,8 @@ uint64_t hash64(const uint8_t* in, size_t len, LongAccumulateFn loop);
 
 // XXH3-64 of every `leaf_size`-byte leaf of in[0, len) into out[0, ceil(len / leaf_size)).
 // Leaves are spread over `threads` workers (0 = all hardware threads; small inputs use one).
+// `populate` asks the kernel to map each worker's range of a file mapping up front (see leaf_hash.cpp).
 void leaf_digests(const uint8_t* in, size_t len, size_t leaf_size, uint64_t* out, int threads,
-                  LongAccumulateFn loop);
+                  LongAccumulateFn loop, bool populate = false);
 
 }  // namespace fastckpt::cpu

@@ -21,7 +21,8 @@ MappedFile::MappedFile(const std::string& path) {
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd_);
-    throw std::system_error(EINVAL, std::generic_category(), path + ": not a regular file");
+    // Directories and devices have no fixed size to bound reads by.
+    throw std::system_error(S_ISDIR(st.st_mode) ? EISDIR : EINVAL, std::generic_category(), path);
   }
   size_ = static_cast<size_t>(st.st_size);
   if (size_ == 0) return;  // mmap of length 0 is an error; an empty file simply has no leaves

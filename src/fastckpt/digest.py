@@ -224,6 +224,6 @@ def hash_state_dict(state_dict: Mapping[str, Any], *, leaf_size: int = DEFAULT_L
     leaves = state_dict_leaf_digests([t for _, t in items], leaf_size, threads)
     digests = {
         key: _digest_from_leaves(lb, leaf_size, nb, dtype_name(t.dtype), tuple(t.shape))
-        for (key, t), (lb, nb) in zip(items, leaves)
+        for (key, t), (lb, nb) in zip(items, leaves, strict=True)
     }
     return StateDictDigest(digests, leaf_size)
