@@ -250,8 +250,19 @@ def main() -> int:
         view.release()
         m.close()
 
+    # Context for the figures above: read bandwidth of this machine right now (noisy shared VMs).
+    import numpy as np
+
+    warm = np.ones(256 << 20, dtype=np.uint64)
+    r["numpy_read_gbs"] = warm.nbytes / median_seconds(lambda: warm.sum(), runs) / 1e9
+    del warm
+
     gbs = lambda sec, n=size: n / sec / 1e9  # noqa: E731
-    machine = machine_description() + f", CRC {_native.crc32_default_isa()}, XXH3 {_native.default_isa()}"
+    machine = (
+        machine_description()
+        + f", CRC {_native.crc32_default_isa()}, XXH3 {_native.default_isa()}"
+        + f", numpy read {r['numpy_read_gbs']:.1f} GB/s, load {os.getloadavg()[0]:.1f}"
+    )
     v = r["verify_sidecar_s"]
     rows = [
         ("fastckpt verify (sidecar)", v, f"s  {gbs(v):6.2f} GB/s"),
