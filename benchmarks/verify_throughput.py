@@ -255,7 +255,6 @@ def main() -> int:
 
     warm = np.ones(256 << 20, dtype=np.uint64)
     r["numpy_read_gbs"] = warm.nbytes / median_seconds(lambda: warm.sum(), runs) / 1e9
-    del warm
 
     gbs = lambda sec, n=size: n / sec / 1e9  # noqa: E731
     machine = (
