@@ -173,8 +173,10 @@ Partial tile_partial(const uint8_t* a, const uint8_t* b, uint64_t tile_off, uint
                             c_abs + n_vec, c_sq + n_vec, rs);
       if constexpr (K != Kind::kBits) {
         for (uint32_t e = n; e < per_row; ++e) c_abs[e] = c_sq[e] = 0.0;
-        for (uint32_t t = 0; t < diff::kLanes; ++t) {
-          for (uint32_t v = 0; v < per_chunk; ++v) {
+        // v outside, lanes inside: each lane still adds its elements in index order, and the
+        // inner loop over independent lanes vectorizes.
+        for (uint32_t v = 0; v < per_chunk; ++v) {
+          for (uint32_t t = 0; t < diff::kLanes; ++t) {
             lane_abs[t] = diff::add_rn(lane_abs[t], c_abs[t * per_chunk + v]);
             lane_sq[t] = diff::add_rn(lane_sq[t], c_sq[t * per_chunk + v]);
           }
