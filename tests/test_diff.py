@@ -305,3 +305,27 @@ def test_module_does_not_import_torch_for_numpy() -> None:
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_large_diff_releases_the_gil() -> None:
+    import threading
+    import time
+
+    a = np.zeros(16 << 20, dtype=np.float32)
+    b = np.ones(16 << 20, dtype=np.float32)  # every element differs: the slow path, many switch intervals
+    window: list[float] = []
+
+    def worker() -> None:
+        window.append(time.perf_counter())
+        _native.diff_buffers(a, b, "float32", 1)
+        window.append(time.perf_counter())
+
+    ticks: list[float] = []
+    t = threading.Thread(target=worker)
+    t.start()
+    while t.is_alive():
+        ticks.append(time.perf_counter())
+    t.join()
+    start, end = window
+    assert end - start > 0.02, "call too short to tell; enlarge the buffers"
+    assert [x for x in ticks if start + 0.75 * (end - start) < x < end], (len(ticks), end - start)
