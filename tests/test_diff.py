@@ -329,3 +329,26 @@ def test_large_diff_releases_the_gil() -> None:
     start, end = window
     assert end - start > 0.02, "call too short to tell; enlarge the buffers"
     assert [x for x in ticks if start + 0.75 * (end - start) < x < end], (len(ticks), end - start)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16", "float8_e5m2", "int32"])
+def test_sparse_changes_at_block_and_row_edges(dtype: str) -> None:
+    size = itemsize(dtype)
+    n = (2 * TILE_BYTES + 4096 + 72) // size  # a short last row and a partial last 64-byte block
+    a = random_bytes(n * size, seed=21)
+    arr = bytearray(a)
+    for e in (
+        0,
+        1,
+        15,
+        16,
+        63 // size,
+        64 // size,
+        4096 // size - 1,
+        4096 // size,
+        TILE_BYTES // size,
+        n - 1,
+    ):
+        arr[e * size] ^= 0x11
+    b = bytes(arr)
+    assert native(a, b, dtype) == reference_diff(a, b, dtype)
