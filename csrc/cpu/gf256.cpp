@@ -94,7 +94,7 @@ std::vector<IsaEntry> build_table() {
 #endif
 #if defined(FASTCKPT_HAVE_AVX512)
   const bool avx512 = cpu_has_all({"avx512f", "avx512bw", "avx512vl", "avx512dq", "bmi2"});
-  t.push_back({{"avx512", mul_acc_avx512, xor_acc_avx512, nullptr}, avx512});
+  t.push_back({{"avx512", mul_acc_avx512, xor_acc_avx512, mul_acc_hash_avx512}, avx512});
   // GF2P8AFFINEQB does the whole multiply in one instruction for any field polynomial (GF2P8MULB is
   // fixed to the AES polynomial 0x11B, so it is of no use for 0x11D).
   t.push_back({{"gfni", mul_acc_gfni, xor_acc_avx512, mul_acc_hash_gfni}, avx512 && cpu_has_all({"gfni"})});

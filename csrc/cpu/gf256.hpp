@@ -63,6 +63,8 @@ void xor_acc_avx2(const uint8_t* src, size_t len, uint8_t* dst);
 void mul_acc_avx512(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
                     const CoefTable* coef);
 void xor_acc_avx512(const uint8_t* src, size_t len, uint8_t* dst);
+void mul_acc_hash_avx512(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
+                         const CoefTable* coef, int coef_stride, uint64_t* hash_acc, const uint8_t* secret);
 void mul_acc_gfni(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
                     const CoefTable* coef);
 void mul_acc_hash_gfni(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
