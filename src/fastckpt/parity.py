@@ -275,11 +275,12 @@ class UnrecoverableLeavesError(FastckptError):
 class Reconstruction:
     """The result of reconstruct_leaves.
 
-    `leaves` maps every rebuilt data leaf to its bytes (of its true length; the last leaf may be short).
+    `leaves` maps every rebuilt data leaf to its bytes (of its true length; the last leaf may be short),
+    as read-only memoryviews into one buffer (write them with `f.write(view)`, copy with `bytes(view)`).
     `unrecoverable` lists, ascending, the erased leaves that cannot be rebuilt, and `lost_groups` says why.
     """
 
-    leaves: dict[int, bytes]
+    leaves: dict[int, memoryview]
     unrecoverable: tuple[int, ...]
     lost_groups: tuple[GroupLoss, ...]
 
@@ -343,11 +344,13 @@ def reconstruct_leaves(
         rebuilt, lost, data = _native.rs_reconstruct(
             view, size, leaf_size, params.k, params.m, params.groups, pview, bad, bad_parity, threads, isa
         )
+    # Read-only views into the one buffer the engine filled: a truncated multi-GB file can need
+    # hundreds of MB of rebuilt leaves, which are not copied again.
     out = memoryview(data)
-    leaves = {}
+    leaves: dict[int, memoryview] = {}
     for slot, leaf in enumerate(rebuilt):
         _, length = leaf_span(leaf, size, leaf_size)
-        leaves[leaf] = bytes(out[slot * leaf_size : slot * leaf_size + length])
+        leaves[leaf] = out[slot * leaf_size : slot * leaf_size + length]
     losses: dict[int, list[int]] = {}
     for leaf in lost:
         losses.setdefault(leaf % params.groups, []).append(leaf)
