@@ -22,9 +22,9 @@
 #include "common/xxh3.hpp"
 #include "cpu/backend.hpp"
 #include "cpu/crc32.hpp"
-#include "cpu/gf256.hpp"  // Reed-Solomon parity
 #include "cpu/cuda_emulation.hpp"
 #include "cpu/diff.hpp"
+#include "cpu/gf256.hpp"  // Reed-Solomon parity
 #include "cpu/mapped_file.hpp"
 #include "cuda/backend.hpp"
 

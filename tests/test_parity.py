@@ -93,7 +93,10 @@ def test_native_multiply_lengths_and_alignment(isa: str, length: int, offset: in
     buf = random_bytes(length + offset, length)
     view = memoryview(buf)[offset:]
     for coef in (0x02, 0x8E, 0xFF):
-        assert _native.gf256_mul(view, coef, isa) == ref.gf_mul_bytes(coef, np.frombuffer(view, np.uint8)).tobytes()
+        assert (
+            _native.gf256_mul(view, coef, isa)
+            == ref.gf_mul_bytes(coef, np.frombuffer(view, np.uint8)).tobytes()
+        )
 
 
 # ---- the Cauchy matrix ----
@@ -104,12 +107,12 @@ def test_native_cauchy_matches_reference(k: int, m: int) -> None:
     assert _native.gf256_cauchy(k, m) == ref.cauchy_matrix(k, m).tobytes()
 
 
-def test_cauchy_points_distinct_for_every_allowed_shape() -> None:
-    # x_r = k + r and y_j = j must be distinct field elements (the MDS condition of a Cauchy matrix).
-    for k in range(1, 256):
-        for m in range(1, 257 - k):
-            xs, ys = set(range(k, k + m)), set(range(k))
-            assert max(xs) <= 255 and not xs & ys
+def test_widest_cauchy_shapes() -> None:
+    # k + m = 256 uses every field element as a point x_r or y_j: the extreme case of the construction.
+    for k in [*range(1, 256, 7), 255]:
+        c = _native.gf256_cauchy(k, 256 - k)
+        assert c == ref.cauchy_matrix(k, 256 - k).tobytes()
+        assert 0 not in c
 
 
 def _det_nonzero(sub: np.ndarray) -> bool:
@@ -222,10 +225,7 @@ L = 256  # small leaves keep the reference fast; the kernels see the same tiles 
 def test_encode_matches_reference(isa: str, size: int, k: int | None, m: int | None) -> None:
     data = random_bytes(size, size)
     n = n_leaves_of(size, L)
-    if k is None or m is None:
-        params = ParityParams.from_redundancy(5, n)
-    else:
-        params = ParityParams(k, m, -(-n // k))
+    params = ParityParams.from_redundancy(5, n) if k is None or m is None else ParityParams(k, m, -(-n // k))
     parity = encode_file_parity(data, L, params, isa=isa)
     assert len(parity) == params.parity_nbytes(L)
     assert parity == ref.encode(data, L, params.k, params.m, params.groups)
@@ -254,12 +254,15 @@ def test_xor_parity_matches_reference(isa: str) -> None:
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_protect_buffer_is_hash_plus_parity(isa: str) -> None:
-    data = np.frombuffer(random_bytes(123 * 4096 + 11, 4), dtype=np.uint8)
-    params = ParityParams.from_redundancy(5, n_leaves_of(data.nbytes, 4096))
-    leaves, parity = protect_buffer(data, 4096, params, isa=isa)
-    assert leaves == hash_bytes(data, leaf_size=4096).leaf_bytes
-    assert parity == encode_file_parity(data, 4096, params, isa="scalar")
+@pytest.mark.parametrize("leaf", [64, 128, 256, 512, 1024, 4096, 65536])
+@pytest.mark.parametrize("pct", [5, 30])  # m <= 8 and m > 8 (the fused kernel takes up to 8 rows)
+def test_protect_buffer_is_hash_plus_parity(isa: str, leaf: int, pct: int) -> None:
+    size = max(3 * leaf, 250 * 1024) + 11  # a short last leaf
+    data = np.frombuffer(random_bytes(size, leaf), dtype=np.uint8)
+    params = ParityParams.from_redundancy(pct, n_leaves_of(data.nbytes, leaf))
+    leaves, parity = protect_buffer(data, leaf, params, isa=isa)
+    assert leaves == hash_bytes(data, leaf_size=leaf).leaf_bytes
+    assert parity == encode_file_parity(data, leaf, params, isa="scalar")
 
 
 def test_protect_file(tmp_path) -> None:
@@ -313,10 +316,14 @@ def test_every_erasure_pattern_up_to_m(isa: str) -> None:
                 broken = bytearray(data)
                 for i in dmg:
                     broken[i * leaf : (i + 1) * leaf] = b"\xa5" * len(broken[i * leaf : (i + 1) * leaf])
-                res = reconstruct_leaves(bytes(broken), size, leaf, params, parity, dmg, damaged_parity=dmg_par, isa=isa)
+                res = reconstruct_leaves(
+                    bytes(broken), size, leaf, params, parity, dmg, damaged_parity=dmg_par, isa=isa
+                )
                 assert res.complete and sorted(res.leaves) == sorted(dmg)
                 _check_rebuilt(data, size, leaf, res.leaves)
-                expected, lost = ref.reconstruct(bytes(broken), size, leaf, k, m, groups, parity, dmg, dmg_par)
+                expected, lost = ref.reconstruct(
+                    bytes(broken), size, leaf, k, m, groups, parity, dmg, dmg_par
+                )
                 assert lost == [] and expected == res.leaves
 
 
@@ -333,7 +340,10 @@ def test_beyond_budget_reported(isa: str) -> None:
     dmg_par = [params.parity_leaf(2, 0), params.parity_leaf(2, 1)]
     res = reconstruct_leaves(data, size, leaf, params, parity, dmg, damaged_parity=dmg_par, isa=isa)
     assert res.unrecoverable == (1, 2, 5, 9)
-    assert [(g.group, g.leaves, g.parity_available) for g in res.lost_groups] == [(1, (1, 5, 9), 2), (2, (2,), 0)]
+    assert [(g.group, g.leaves, g.parity_available) for g in res.lost_groups] == [
+        (1, (1, 5, 9), 2),
+        (2, (2,), 0),
+    ]
     assert sorted(res.leaves) == [3, 7]
     _check_rebuilt(data, size, leaf, res.leaves)
     ref_rebuilt, ref_lost = ref.reconstruct(data, size, leaf, 10, 2, 4, parity, dmg, dmg_par)
@@ -378,11 +388,15 @@ def test_truncated_tail_recovered(isa: str) -> None:
         if lost_leaves <= limit:
             assert res.complete and sorted(res.leaves) == list(range(keep // leaf, n)), keep
             _check_rebuilt(data, size, leaf, res.leaves)
-            rebuilt = data[:keep][: (keep // leaf) * leaf] + b"".join(res.leaves[i] for i in sorted(res.leaves))
+            rebuilt = data[:keep][: (keep // leaf) * leaf] + b"".join(
+                res.leaves[i] for i in sorted(res.leaves)
+            )
             assert rebuilt == data
         else:
             assert not res.complete
-        expected, lost = ref.reconstruct(data[:keep], size, leaf, params.k, params.m, params.groups, parity, [])
+        expected, lost = ref.reconstruct(
+            data[:keep], size, leaf, params.k, params.m, params.groups, parity, []
+        )
         assert expected == res.leaves and lost == list(res.unrecoverable)
 
 

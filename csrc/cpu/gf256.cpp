@@ -3,6 +3,8 @@
 // the fallback on CPUs without AVX2 and a second implementation the vector kernels are tested against.
 #include "gf256.hpp"
 
+#include "../common/xxh3.hpp"
+
 #include <algorithm>
 #include <initializer_list>
 #include <atomic>
@@ -86,16 +88,16 @@ struct IsaEntry {
 
 std::vector<IsaEntry> build_table() {
   std::vector<IsaEntry> t;
-  t.push_back({{"scalar", mul_acc_scalar, xor_acc_scalar}, true});
+  t.push_back({{"scalar", mul_acc_scalar, xor_acc_scalar, nullptr}, true});
 #if defined(FASTCKPT_HAVE_AVX2)
-  t.push_back({{"avx2", mul_acc_avx2, xor_acc_avx2}, cpu_has_all({"avx2", "bmi2"})});
+  t.push_back({{"avx2", mul_acc_avx2, xor_acc_avx2, nullptr}, cpu_has_all({"avx2", "bmi2"})});
 #endif
 #if defined(FASTCKPT_HAVE_AVX512)
   const bool avx512 = cpu_has_all({"avx512f", "avx512bw", "avx512vl", "avx512dq", "bmi2"});
-  t.push_back({{"avx512", mul_acc_avx512, xor_acc_avx512}, avx512});
+  t.push_back({{"avx512", mul_acc_avx512, xor_acc_avx512, mul_acc_hash_avx512}, avx512});
   // GF2P8AFFINEQB does the whole multiply in one instruction for any field polynomial (GF2P8MULB is
   // fixed to the AES polynomial 0x11B, so it is of no use for 0x11D).
-  t.push_back({{"gfni", mul_acc_gfni, xor_acc_avx512}, avx512 && cpu_has_all({"gfni"})});
+  t.push_back({{"gfni", mul_acc_gfni, xor_acc_avx512, mul_acc_hash_gfni}, avx512 && cpu_has_all({"gfni"})});
 #endif
   return t;
 }
@@ -112,6 +114,9 @@ constexpr size_t kTileBytes = size_t{64} << 10;
 // parity tiles are read and written k / kBatch times instead of k times.
 // 8 to 16 measured best on a 2-vCPU Xeon (60 was slower: too many concurrent streams).
 constexpr size_t kBatch = 8;
+// Adjacent groups processed together by one task (their leaves are neighbours in memory): 2 measured
+// a few percent faster than 1 or 4.
+constexpr size_t kWindow = 2;
 // Below this much input, starting threads costs more than it saves.
 constexpr size_t kMinBytesForThreads = size_t{8} << 20;
 
@@ -278,44 +283,72 @@ void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, 
   std::vector<CoefTable> coef(k * m);
   for (size_t s = 0; s < k; ++s)
     for (size_t r = 0; r < m; ++r) coef[s * m + r] = make_coef_table(c[r * k + s]);
-  // Hashing needs whole leaves in order, so the fused path takes a leaf at a time.
+  // Hashing needs whole leaves, so with digests a tile is a whole leaf. Where the kernel set has a
+  // fused multiply-and-hash kernel, each byte is loaded once for both (the XXH3 long loop needs
+  // leaves of more than 240 bytes, whole stripes of 64).
   const size_t tile = digests != nullptr ? L : std::min(L, kTileBytes);
+  const bool fused = digests != nullptr && kernels.mul_acc_hash != nullptr && L > xxh3::kMidSizeMax && L % 64 == 0 &&
+                     code.m <= kMaxFusedRows && kBatch <= static_cast<size_t>(kMaxFusedSources);
+  const uint8_t* secret = xxh3::default_secret();
   const size_t n_tiles = (L + tile - 1) / tile;
-  const int n_threads = resolve_threads(threads, len, G * n_tiles);
-  parallel_for(G * n_tiles, n_threads, [&](size_t task) {
-    const size_t g = task / n_tiles, col = (task % n_tiles) * tile;
+  const size_t W = kWindow, n_windows = (G + W - 1) / W;
+  const int n_threads = resolve_threads(threads, len, n_windows * n_tiles);
+  parallel_for(n_windows * n_tiles, n_threads, [&](size_t task) {
+    const size_t g0 = (task / n_tiles) * W, col = (task % n_tiles) * tile;
     const size_t width = std::min(tile, L - col);
-    std::vector<uint8_t*> dst(m);
-    for (size_t r = 0; r < m; ++r) {
-      dst[r] = parity + (r * G + g) * L + col;
-      std::memset(dst[r], 0, width);
-    }
+    const size_t n_groups = std::min(W, G - g0);
+    // dst[u * m + r]: parity row r of group g0 + u.
+    std::vector<uint8_t*> dst(n_groups * m);
+    for (size_t u = 0; u < n_groups; ++u)
+      for (size_t r = 0; r < m; ++r) {
+        dst[u * m + r] = parity + (r * G + g0 + u) * L + col;
+        std::memset(dst[u * m + r], 0, width);
+      }
     // Leaves are taken kBatch at a time: the kernel streams them from memory together (several
-    // streams keep more memory requests in flight than one), and the fused path then hashes them
-    // while they are still in L2.
+    // streams keep more memory requests in flight than one). Groups are taken kWindow at a time,
+    // batch by batch, so that the leaves read one after the other are neighbours in memory.
     std::vector<const uint8_t*> src;
     src.reserve(kBatch);
-    for (size_t s0 = 0; s0 < k && s0 * G + g < n; s0 += kBatch) {
-      src.clear();
-      size_t short_len = width;  // bytes of this tile present in the batch's last leaf
-      const size_t s1 = std::min(k, s0 + kBatch);
-      for (size_t s = s0; s < s1 && s * G + g < n; ++s) {
-        const size_t off = (s * G + g) * L, leaf_len = std::min<size_t>(L, len - off);
-        src.push_back(data + off + col);
-        // Only the last leaf of the range is short, and it is the last of its group; bytes past its
-        // end are zero padding and contribute nothing.
-        if (leaf_len < col + width) short_len = leaf_len > col ? leaf_len - col : 0;
-      }
-      const int full = static_cast<int>(src.size()) - (short_len < width ? 1 : 0);
-      const CoefTable* cf = &coef[s0 * m];
-      if (full > 0) kernels.mul_acc(src.data(), full, width, dst.data(), code.m, cf);
-      if (short_len < width && short_len > 0)
-        kernels.mul_acc(&src[static_cast<size_t>(full)], 1, short_len, dst.data(), code.m,
-                        cf + static_cast<size_t>(full) * m);
-      if (digests != nullptr) {
-        for (size_t j = 0; j < src.size(); ++j) {
-          const size_t off = ((s0 + j) * G + g) * L;
-          digests[(s0 + j) * G + g] = cpu::hash64(data + off, std::min<size_t>(L, len - off), hash_loop);
+    std::vector<uint64_t> lanes(8 * kBatch);
+    for (size_t s0 = 0; s0 < k && s0 * G + g0 < n; s0 += kBatch) {
+      for (size_t u = 0; u < n_groups; ++u) {
+        const size_t g = g0 + u;
+        if (s0 * G + g >= n) break;
+        uint8_t* const* gdst = &dst[u * m];
+        src.clear();
+        size_t short_len = width;  // bytes of this tile present in the batch's last leaf
+        const size_t s1 = std::min(k, s0 + kBatch);
+        for (size_t s = s0; s < s1 && s * G + g < n; ++s) {
+          const size_t off = (s * G + g) * L, leaf_len = std::min<size_t>(L, len - off);
+          src.push_back(data + off + col);
+          // Only the last leaf of the range is short, and it is the last of its group; bytes past
+          // its end are zero padding and contribute nothing.
+          if (leaf_len < col + width) short_len = leaf_len > col ? leaf_len - col : 0;
+        }
+        const int full = static_cast<int>(src.size()) - (short_len < width ? 1 : 0);
+        const CoefTable* cf = &coef[s0 * m];
+        size_t hashed = 0;  // leaves of this batch whose digests are done
+        if (fused && full > 0) {
+          for (int j = 0; j < full; ++j) {
+            const xxh3::Acc init = xxh3::initial_acc();
+            std::memcpy(&lanes[8 * static_cast<size_t>(j)], init.lane, sizeof init.lane);
+          }
+          kernels.mul_acc_hash(src.data(), full, width, gdst, code.m, cf, code.m, lanes.data(), secret);
+          for (size_t j = 0; j < static_cast<size_t>(full); ++j)
+            digests[(s0 + j) * G + g] = xxh3::finish64_long(&lanes[8 * j], L, secret);
+          hashed = static_cast<size_t>(full);
+        } else if (full > 0) {
+          kernels.mul_acc(src.data(), full, width, gdst, code.m, cf);
+        }
+        if (short_len < width && short_len > 0)
+          kernels.mul_acc(&src[static_cast<size_t>(full)], 1, short_len, gdst, code.m,
+                          cf + static_cast<size_t>(full) * m);
+        if (digests != nullptr) {
+          // Hashed after the multiply, from cache.
+          for (size_t j = hashed; j < src.size(); ++j) {
+            const size_t off = ((s0 + j) * G + g) * L;
+            digests[(s0 + j) * G + g] = cpu::hash64(data + off, std::min<size_t>(L, len - off), hash_loop);
+          }
         }
       }
     }

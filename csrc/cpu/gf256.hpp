@@ -40,11 +40,21 @@ using MulAccFn = void (*)(const uint8_t* const* src, int n_src, size_t len, uint
                           const CoefTable* coef);
 // dst[0, len) ^= src[0, len): the plain XOR parity the benchmark compares against.
 using XorAccFn = void (*)(const uint8_t* src, size_t len, uint8_t* dst);
+// mul_acc (with coef[s * coef_stride + r]) fused with the XXH3-64 long loop over each whole source,
+// so that every byte is loaded once for both: hash_acc[8 * s, 8 * s + 8) holds source s's eight XXH3
+// lanes (initialised by the caller, finished by it with xxh3::finish64_long), `secret` the 192-byte
+// default secret. Requires len % 64 == 0, len > 240, n_src <= kMaxFusedSources and
+// n_dst <= kMaxFusedRows; every source must be a whole leaf of exactly len bytes.
+using MulAccHashFn = void (*)(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
+                              const CoefTable* coef, int coef_stride, uint64_t* hash_acc, const uint8_t* secret);
+constexpr int kMaxFusedSources = 16;
+constexpr int kMaxFusedRows = 8;
 
 struct Kernels {
   const char* name;
   MulAccFn mul_acc;
   XorAccFn xor_acc;
+  MulAccHashFn mul_acc_hash;  // null where there is none: the driver then hashes separately
 };
 
 void mul_acc_avx2(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
@@ -53,8 +63,12 @@ void xor_acc_avx2(const uint8_t* src, size_t len, uint8_t* dst);
 void mul_acc_avx512(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
                     const CoefTable* coef);
 void xor_acc_avx512(const uint8_t* src, size_t len, uint8_t* dst);
+void mul_acc_hash_avx512(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
+                         const CoefTable* coef, int coef_stride, uint64_t* hash_acc, const uint8_t* secret);
 void mul_acc_gfni(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
                     const CoefTable* coef);
+void mul_acc_hash_gfni(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
+                       const CoefTable* coef, int coef_stride, uint64_t* hash_acc, const uint8_t* secret);
 
 // ---- field arithmetic (portable) ----
 uint8_t mul(uint8_t a, uint8_t b);

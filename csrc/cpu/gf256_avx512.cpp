@@ -41,7 +41,75 @@ void rows_avx512(const uint8_t* const* src, int n_src, size_t len, uint8_t* cons
   }
 }
 
+inline __m512i xxh3_accumulate(__m512i acc, __m512i data, __m512i key) {
+  const __m512i data_key = _mm512_xor_si512(data, key);
+  const __m512i product = _mm512_mul_epu32(data_key, _mm512_srli_epi64(data_key, 32));
+  const __m512i swapped = _mm512_shuffle_epi32(data, static_cast<_MM_PERM_ENUM>(_MM_SHUFFLE(1, 0, 3, 2)));
+  return _mm512_add_epi64(acc, _mm512_add_epi64(product, swapped));
+}
+
+inline __m512i xxh3_scramble(__m512i acc, __m512i key) {
+  const __m512i prime = _mm512_set1_epi32(static_cast<int>(0x9E3779B1U));
+  __m512i a = _mm512_xor_si512(acc, _mm512_srli_epi64(acc, 47));
+  a = _mm512_xor_si512(a, key);
+  const __m512i lo = _mm512_mul_epu32(a, prime);
+  const __m512i hi = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), prime);
+  return _mm512_add_epi64(lo, _mm512_slli_epi64(hi, 32));
+}
+
+// The fused multiply-and-hash loop of gf256_gfni.cpp (see there) with nibble-table multiplies.
+template <int R>
+void rows_hash_avx512(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, const CoefTable* coef,
+                      int stride, uint64_t* hash_acc, const uint8_t* secret) {
+  const __m512i mask = _mm512_set1_epi8(0x0f);
+  __m512i h[kMaxFusedSources];
+  for (int s = 0; s < n_src; ++s) h[s] = _mm512_loadu_si512(hash_acc + 8 * s);
+  const __m512i scramble_key = _mm512_loadu_si512(secret + 192 - 64);
+  const size_t stripes = len / 64;
+  for (size_t t = 0; t < stripes; ++t) {
+    const size_t i = t * 64;
+    const bool last = t + 1 == stripes;
+    const __m512i key = _mm512_loadu_si512(secret + (last ? 192 - 64 - 7 : 8 * (t % 16)));
+    __m512i acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+    for (int s = 0; s < n_src; ++s) {
+      const uint8_t* p = src[s] + i;
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
+      const __m512i x = _mm512_loadu_si512(p);
+      h[s] = xxh3_accumulate(h[s], x, key);
+      const __m512i l = _mm512_and_si512(x, mask), hn = _mm512_and_si512(_mm512_srli_epi16(x, 4), mask);
+      const CoefTable* c = coef + static_cast<size_t>(s) * stride;
+      for (int r = 0; r < R; ++r)
+        acc[r] = _mm512_ternarylogic_epi32(acc[r], _mm512_shuffle_epi8(table_of(c[r].lo), l),
+                                           _mm512_shuffle_epi8(table_of(c[r].hi), hn), 0x96);
+    }
+    for (int r = 0; r < R; ++r) {
+      uint8_t* d = dst[r] + i;
+      _mm512_storeu_si512(d, _mm512_xor_si512(_mm512_loadu_si512(d), acc[r]));
+    }
+    if (t % 16 == 15 && !last)
+      for (int s = 0; s < n_src; ++s) h[s] = xxh3_scramble(h[s], scramble_key);
+  }
+  for (int s = 0; s < n_src; ++s) _mm512_storeu_si512(hash_acc + 8 * s, h[s]);
+}
+
 }  // namespace
+
+void mul_acc_hash_avx512(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
+                         const CoefTable* coef, int coef_stride, uint64_t* hash_acc, const uint8_t* secret) {
+  switch (n_dst) {
+    case 8: rows_hash_avx512<8>(src, n_src, len, dst, coef, coef_stride, hash_acc, secret); break;
+    case 7: rows_hash_avx512<7>(src, n_src, len, dst, coef, coef_stride, hash_acc, secret); break;
+    case 6: rows_hash_avx512<6>(src, n_src, len, dst, coef, coef_stride, hash_acc, secret); break;
+    case 5: rows_hash_avx512<5>(src, n_src, len, dst, coef, coef_stride, hash_acc, secret); break;
+    case 4: rows_hash_avx512<4>(src, n_src, len, dst, coef, coef_stride, hash_acc, secret); break;
+    case 3: rows_hash_avx512<3>(src, n_src, len, dst, coef, coef_stride, hash_acc, secret); break;
+    case 2: rows_hash_avx512<2>(src, n_src, len, dst, coef, coef_stride, hash_acc, secret); break;
+    case 1: rows_hash_avx512<1>(src, n_src, len, dst, coef, coef_stride, hash_acc, secret); break;
+    default: break;
+  }
+  _mm256_zeroupper();
+}
 
 void mul_acc_avx512(const uint8_t* const* src, int n_src, size_t len, uint8_t* const* dst, int n_dst,
                     const CoefTable* coef) {

@@ -56,7 +56,8 @@ def gf_inv(a: int) -> int:
 
 def gf_mul_bytes(coef: int, data: U8) -> U8:
     """coef * b for every byte b."""
-    return MUL[coef][data]
+    out: U8 = MUL[coef][data]
+    return out
 
 
 def matmul(a: U8, b: U8) -> U8:
@@ -85,7 +86,8 @@ def invert(a: U8) -> U8 | None:
             f = int(aug[row, col])
             if row != col and f:
                 aug[row] ^= MUL[f][aug[col]]
-    return aug[:, n:].copy()
+    inverse: U8 = aug[:, n:].copy()
+    return inverse
 
 
 def cauchy_matrix(k: int, m: int) -> U8:
@@ -129,7 +131,8 @@ def xor_encode(data: bytes, leaf_size: int, groups: int) -> bytes:
     if n == 0:
         return b""
     k = -(-n // groups)
-    return np.bitwise_xor.reduce(_data_grid(data, leaf_size, k, groups), axis=0).tobytes()
+    parity: U8 = np.bitwise_xor.reduce(_data_grid(data, leaf_size, k, groups), axis=0)
+    return parity.tobytes()
 
 
 def reconstruct(
@@ -164,7 +167,9 @@ def reconstruct(
                 rows.append(s)
                 leaf = np.zeros(leaf_size, dtype=np.uint8)
                 if i < n:
-                    chunk = np.frombuffer(data[i * leaf_size : min((i + 1) * leaf_size, size)], dtype=np.uint8)
+                    chunk = np.frombuffer(
+                        data[i * leaf_size : min((i + 1) * leaf_size, size)], dtype=np.uint8
+                    )
                     leaf[: len(chunk)] = chunk
                 values.append(leaf)
         for r in range(m):

@@ -68,7 +68,11 @@ class ParityParams:
         close as an integer k allows for large files (5% -> k=60, m=3), and a file of fewer than k0
         leaves gets one group of all its leaves and at least one parity leaf.
         """
-        if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not (MIN_REDUNDANCY <= pct <= MAX_REDUNDANCY):
+        if (
+            isinstance(pct, bool)
+            or not isinstance(pct, (int, float))
+            or not (MIN_REDUNDANCY <= pct <= MAX_REDUNDANCY)
+        ):
             raise UsageError(
                 f"redundancy must be a percentage between {MIN_REDUNDANCY} and {MAX_REDUNDANCY}, got {pct!r} "
                 f"(the default is {DEFAULT_REDUNDANCY})"
@@ -149,10 +153,15 @@ class ParityParams:
                 f"scheme {record.get('scheme')!r} (a newer fastckpt wrote it?)",
             )
         if record.get("polynomial") != FIELD_POLYNOMIAL:
-            raise InputError(path, None, f"parity polynomial {FIELD_POLYNOMIAL}, got {record.get('polynomial')!r}")
-        values = [record.get(name) for name in ("k", "m", "groups")]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-            raise InputError(path, None, f"non-negative integer k, m and groups in the parity record, got {values}")
+            raise InputError(
+                path, None, f"parity polynomial {FIELD_POLYNOMIAL}, got {record.get('polynomial')!r}"
+            )
+        values: list[int] = []
+        for name in ("k", "m", "groups"):
+            v = record.get(name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise InputError(path, None, f"a non-negative integer {name} in the parity record, got {v!r}")
+            values.append(v)
         return cls(*values)
 
 
@@ -161,7 +170,9 @@ def _contiguous(obj: Any, what: str) -> memoryview:
     try:
         view = memoryview(obj)
     except TypeError:
-        raise UsageError(f"{what} must be a bytes-like object (bytes, mmap, numpy array), got {type(obj).__name__}") from None
+        raise UsageError(
+            f"{what} must be a bytes-like object (bytes, mmap, numpy array), got {type(obj).__name__}"
+        ) from None
     if not view.c_contiguous:
         view.release()
         raise UsageError(f"{what} must be C-contiguous; pass numpy.ascontiguousarray(x)")
@@ -226,7 +237,9 @@ def protect_file(
     size = os.stat(fspath).st_size
     params = ParityParams.from_redundancy(redundancy, n_leaves_of(size, leaf_size))
     try:
-        size2, leaves, parity = _native.rs_protect_file(fspath, leaf_size, params.k, params.m, params.groups, threads, isa)
+        size2, leaves, parity = _native.rs_protect_file(
+            fspath, leaf_size, params.k, params.m, params.groups, threads, isa
+        )
     except ValueError:
         if os.stat(fspath).st_size != size:
             raise InputError(fspath, None, "a file that does not change while it is protected") from None
@@ -262,11 +275,12 @@ class UnrecoverableLeavesError(FastckptError):
 class Reconstruction:
     """The result of reconstruct_leaves.
 
-    `leaves` maps every rebuilt data leaf to its bytes (of its true length; the last leaf may be short).
+    `leaves` maps every rebuilt data leaf to its bytes (of its true length; the last leaf may be short),
+    as read-only memoryviews into one buffer (write them with `f.write(view)`, copy with `bytes(view)`).
     `unrecoverable` lists, ascending, the erased leaves that cannot be rebuilt, and `lost_groups` says why.
     """
 
-    leaves: dict[int, bytes]
+    leaves: dict[int, memoryview]
     unrecoverable: tuple[int, ...]
     lost_groups: tuple[GroupLoss, ...]
 
@@ -317,7 +331,9 @@ def reconstruct_leaves(
         raise UsageError(f"damaged leaf {bad[-1]} is out of range: a range of {size} bytes has {n} leaves")
     bad_parity = _indices(damaged_parity, "damaged_parity")
     if bad_parity and bad_parity[-1] >= params.parity_leaves:
-        raise UsageError(f"damaged parity leaf {bad_parity[-1]} is out of range: there are {params.parity_leaves}")
+        raise UsageError(
+            f"damaged parity leaf {bad_parity[-1]} is out of range: there are {params.parity_leaves}"
+        )
     # Views are released on the way out, even on error, so that the caller can close its mmaps.
     with _contiguous(buffer, "buffer") as view, _contiguous(parity, "parity") as pview:
         if pview.nbytes != params.parity_nbytes(leaf_size):
@@ -328,11 +344,13 @@ def reconstruct_leaves(
         rebuilt, lost, data = _native.rs_reconstruct(
             view, size, leaf_size, params.k, params.m, params.groups, pview, bad, bad_parity, threads, isa
         )
+    # Read-only views into the one buffer the engine filled: a truncated multi-GB file can need
+    # hundreds of MB of rebuilt leaves, which are not copied again.
     out = memoryview(data)
-    leaves = {}
+    leaves: dict[int, memoryview] = {}
     for slot, leaf in enumerate(rebuilt):
         _, length = leaf_span(leaf, size, leaf_size)
-        leaves[leaf] = bytes(out[slot * leaf_size : slot * leaf_size + length])
+        leaves[leaf] = out[slot * leaf_size : slot * leaf_size + length]
     losses: dict[int, list[int]] = {}
     for leaf in lost:
         losses.setdefault(leaf % params.groups, []).append(leaf)
