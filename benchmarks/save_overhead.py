@@ -8,7 +8,7 @@ on this machine's disk (~0.4 GB/s with fsync) is disk-bound; reported separately
     python benchmarks/save_overhead.py [--size-gib 1] [--runs 5] [--redundancy 5] [--durable] [--json out.json]
 
 Targets (issue 7): hashing while writing adds <= 10% to torch.save's time; with parity <= 25%.
-Runs are interleaved (A B C A B C ...) and each figure is the median; every save writes a new file.
+Runs are interleaved in rotating order after an os.sync(); every save writes a new file.
 """
 
 from __future__ import annotations
@@ -119,11 +119,12 @@ def main() -> int:
         for _name, fn in cases:  # warm-up: first touch of the allocator and page cache paths
             clear(path)
             fn(durable)
-        for _ in range(runs):
-            for name, fn in cases:
+        for r in range(runs):
+            # Rotate the order (no case always follows the same one) and start every run with no
+            # dirty pages left over from the previous one (their writeback would land on this run).
+            for name, fn in cases[r % len(cases) :] + cases[: r % len(cases)]:
                 clear(path)
-                if durable:
-                    os.sync()
+                os.sync()
                 c0, t0 = time.process_time(), time.perf_counter()
                 fn(durable)
                 times[name].append(time.perf_counter() - t0)
