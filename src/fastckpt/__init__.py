@@ -18,10 +18,10 @@ from .digest import (
 )
 from .errors import CorruptCheckpointError, FastckptError, InputError, UsageError
 from .optimizer_check import OptimizerReport, check_optimizer_state
-from .tensordiff import TensorDiff, compare_buffers, compare_many, compare_tensors
 
 # Importing .save binds the name `save` to the function (not the submodule); save.py imports no torch.
-from .save import load, save, save_safetensors  # noqa: E402
+from .save import load, save, save_safetensors
+from .tensordiff import TensorDiff, compare_buffers, compare_many, compare_tensors
 
 __version__ = "0.1.0"
 
