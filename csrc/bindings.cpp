@@ -23,6 +23,7 @@
 #include "cpu/backend.hpp"
 #include "cpu/crc32.hpp"
 #include "cpu/mapped_file.hpp"
+#include "cpu/sumsq.hpp"
 #include "cuda/backend.hpp"
 
 namespace py = pybind11;
@@ -274,6 +275,55 @@ PYBIND11_MODULE(_native, m) {
     m.def("crc32_isas", &cpu::crc32_isas, "CRC-32 implementations usable here, slowest first.");
     m.def("crc32_default_isa", &cpu::crc32_default_isa, "The CRC-32 implementation used by default.");
   }
+
+  // ---- run report (report issue) ----
+  m.def(
+      "sumsq_dtypes", []() {
+        py::list out;
+        for (const auto& d : cpu::sumsq_dtypes()) out.append(d.name);
+        return out;
+      },
+      "dtype names sumsq_sequence accepts.");
+
+  m.def(
+      "sumsq_sequence",
+      [](const py::list& buffers, const std::string& dtype, int threads) {
+        const cpu::SumsqDType* dt;
+        try {
+          dt = &cpu::sumsq_dtype(dtype);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+        const size_t k = buffers.size();
+        if (k == 0) throw py::value_error("sumsq_sequence needs at least one buffer");
+        if (buffers[0].is_none()) throw py::value_error("sumsq_sequence: the first buffer must not be None");
+        std::vector<std::unique_ptr<BufferView>> views(k);
+        std::vector<const uint8_t*> ptrs(k, nullptr);
+        size_t nbytes = 0;
+        for (size_t j = 0; j < k; ++j) {
+          if (buffers[j].is_none()) continue;
+          views[j] = std::make_unique<BufferView>(buffers[j]);
+          if (j == 0) nbytes = views[j]->size();
+          if (views[j]->size() != nbytes)
+            throw py::value_error("sumsq_sequence: buffers differ in length (" + std::to_string(nbytes) + " and " +
+                                  std::to_string(views[j]->size()) + " bytes)");
+          // A zero-length buffer may have a null pointer; any non-null placeholder works (nothing is read).
+          ptrs[j] = views[j]->data() ? views[j]->data() : reinterpret_cast<const uint8_t*>(&nbytes);
+        }
+        if (nbytes % dt->size != 0)
+          throw py::value_error("sumsq_sequence: " + std::to_string(nbytes) + " bytes is not a whole number of " +
+                                dtype + " elements (" + std::to_string(dt->size) + " bytes each)");
+        std::vector<double> sq(k, 0.0), sq_diff(k > 0 ? k - 1 : 0, 0.0);
+        {
+          py::gil_scoped_release release;
+          cpu::sumsq_sequence(ptrs.data(), k, nbytes, *dt, sq.data(), sq_diff.data(), threads);
+        }
+        return py::make_tuple(sq, sq_diff);
+      },
+      py::arg("buffers"), py::arg("dtype"), py::arg("threads") = 0,
+      "Sums of squares of one tensor across consecutive checkpoints: buffers[j] holds its bytes in\n"
+      "checkpoint j, or None when identical to buffers[j-1]. Returns (sum(X_j^2) for every j,\n"
+      "sum((X_j - X_{j-1})^2) for j >= 1) with the fixed reduction order of csrc/cpu/sumsq.hpp.");
 
   // ---- Reed-Solomon parity (repair issue) ----
 

@@ -586,8 +586,15 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
     Raises InputError when the file is not a sidecar or when no copy is intact.
     """
     spath = os.fspath(path)
-    with open(spath, "rb") as f:
-        data_bytes = f.read()
+    # ---- remote storage (report issue): a URL's sidecar is fetched with fsspec, then parsed alike.
+    from .remote import is_url, read_bytes
+
+    if is_url(spath):
+        data_bytes = read_bytes(spath)
+    else:
+        with open(spath, "rb") as f:
+            data_bytes = f.read()
+    # ---- end remote storage
     data = memoryview(data_bytes)
     size = len(data)
     magics = (
