@@ -178,8 +178,8 @@ def _dir_kind(names: list[str]) -> str | None:
     base = {n.split("/")[-1] for n in names}
     if ".metadata" in base and any(n.endswith(".distcp") for n in base):
         return "dcp"
-    if any(n.endswith(".index.json") for n in base):
-        return "hf"
+    if any(n.endswith(".index.json") for n in base) or "trainer_state.json" in base:
+        return "hf"  # a sharded model folder, or a Hugging Face Trainer checkpoint-N folder
     if any(n.lower().endswith(TENSOR_FILE_EXTENSIONS) for n in base):
         return "dir"
     return None

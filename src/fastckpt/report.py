@@ -540,11 +540,10 @@ def _sample_ranges(spans: list[tuple[int, Span]], total: int, budget: int) -> li
     """(file index, offset, length) pieces spread evenly over the concatenated spans."""
     if total <= 0:
         return []
-    piece = min(SAMPLE_PIECE, total)
+    piece = max(min(SAMPLE_PIECE, total, budget), 1)
     count = max(1, min(budget // piece, total // piece))
     out = []
     starts = [int(i * (total - piece) / max(count - 1, 1)) for i in range(count)] if count > 1 else [0]
-    cum = 0
     it = iter(spans)
     cur = next(it, None)
     base = 0
@@ -559,7 +558,6 @@ def _sample_ranges(spans: list[tuple[int, Span]], total: int, budget: int) -> li
         n = min(piece, s.nbytes - off)
         if n > 0:
             out.append((fi, s.offset + off, n))
-        cum += n
     return out
 
 
