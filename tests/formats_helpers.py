@@ -68,9 +68,10 @@ def storage_bytes(torch: Any, t: Any) -> bytes:
     if t.numel() == 0:
         return b""
     span = 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride(), strict=True))
-    raw = bytes(t.untyped_storage())
+    storage = t.untyped_storage()
+    u8 = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (storage.nbytes(),), (1,))
     start = t.storage_offset() * isz
-    return raw[start : start + span * isz]
+    return bytes(u8.numpy()[start : start + span * isz].tobytes())
 
 
 def write_dcp(torch: Any, folder: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -47,7 +48,7 @@ def check_against_torch(
     want = flatten_tensors(torch, loaded)
     got = {t.key: t for t in layout.tensors}
     assert set(got) == set(want)
-    data = raw if raw is not None else open(path, "rb").read()
+    data = raw if raw is not None else Path(path).read_bytes()
     for key, t in want.items():
         span = got[key]
         assert span.dtype == dtype_name(t), key
@@ -73,7 +74,7 @@ def test_torch_zip_keys_dtypes_bytes(zip_ckpt: str) -> None:
 
 def test_torch_zip_records_match_zipfile(zip_ckpt: str) -> None:
     layout = read_layout(zip_ckpt)
-    data = open(zip_ckpt, "rb").read()
+    data = Path(zip_ckpt).read_bytes()
     names = {s.name for s in layout.segments}
     with zipfile.ZipFile(zip_ckpt) as zf:
         for info in zf.infolist():
@@ -152,9 +153,9 @@ def test_crc_damage_is_reported(tmp_path: object) -> None:
     torch.save({"w": torch.arange(100.0)}, p)
     layout = read_layout(p)
     (w,) = layout.tensors
-    data = bytearray(open(p, "rb").read())
+    data = bytearray(Path(p).read_bytes())
     data[w.offset + 17] ^= 0x10
-    open(p, "wb").write(bytes(data))
+    Path(p).write_bytes(bytes(data))
     damaged = read_layout(p)
     (prob,) = damaged.problems
     assert prob.kind == "bad-crc" and prob.offset == w.offset
@@ -195,11 +196,11 @@ def test_safetensors_against_library(tmp_path: object) -> None:
     assert layout.problems == []
     assert_tiles(layout)
     assert layout.non_tensor_entries == {"__metadata__.format": "pt", "__metadata__.note": "x"}
-    data = open(p, "rb").read()
+    data = Path(p).read_bytes()
     got = {t.key: t for t in layout.tensors}
     with safe_open(p, "pt") as f:
         assert set(f.keys()) == set(got)
-        for k in f.keys():
+        for k in f.keys():  # noqa: SIM118 - safe_open is not a dict
             t = f.get_tensor(k)
             assert got[k].dtype == dtype_name(t) and got[k].shape == tuple(t.shape)
             assert (
@@ -224,7 +225,7 @@ def test_dcp_folder_and_shard(tmp_path: object) -> None:
     layout = read_layout(os.path.join(folder, shard))
     assert layout.format == "dcp-shard" and layout.problems == []
     assert_tiles(layout)
-    data = open(os.path.join(folder, shard), "rb").read()
+    data = Path(os.path.join(folder, shard)).read_bytes()
     got = {t.key: t for t in layout.tensors}
     assert set(got) == {"model.w", "model.b"}
     for key, t in (("model.w", sd["model"]["w"]), ("model.b", sd["model"]["b"])):
@@ -272,7 +273,7 @@ def test_plain_folder_lists_checkpoints(tmp_path: object, zip_ckpt: str) -> None
 
 def test_opaque_file(tmp_path: object) -> None:
     p = os.path.join(str(tmp_path), "blob.dat")
-    open(p, "wb").write(os.urandom(1000))
+    Path(p).write_bytes(os.urandom(1000))
     layout = read_layout(p)
     assert layout.format == "opaque" and layout.problems == []
     assert layout.segments == [Segment(0, 1000, "other", None)]

@@ -61,6 +61,11 @@ def tensor_offset(path: str, t) -> int:  # type: ignore[no-untyped-def]
     return found[0]
 
 
+def opaque_bytes(n: int) -> bytes:
+    """Random bytes that no reader mistakes for a format (a random byte 8 of '{' looks like safetensors)."""
+    return bytes(16) + os.urandom(n - 16)
+
+
 def flip(path: str, offset: int, mask: int = 0x10) -> None:
     with open(path, "r+b") as f:
         f.seek(offset)
@@ -177,7 +182,7 @@ def test_damage_is_located(tmp_path, cli, key: str, element: int) -> None:
 def test_two_regions_are_merged_separately(tmp_path) -> None:
     p = str(tmp_path / "blob.bin")
     with open(p, "wb") as f:
-        f.write(os.urandom(10 * LEAF + 5))
+        f.write(opaque_bytes(10 * LEAF + 5))
     protect_file(p)
     for off in (LEAF + 3, 2 * LEAF + 9, 7 * LEAF, 10 * LEAF + 4):
         flip(p, off)
@@ -306,7 +311,7 @@ def test_structural_check_without_sidecar(tmp_path, cli) -> None:
 def test_unknown_format_without_sidecar(tmp_path, cli) -> None:
     p = str(tmp_path / "blob.bin")
     with open(p, "wb") as f:
-        f.write(os.urandom(1000))
+        f.write(opaque_bytes(1000))
     r = cli(["verify", p])
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr == f"fastckpt: error: {p}: unknown format: protect it to verify it\n"
@@ -410,7 +415,7 @@ def make_dir(root) -> list[str]:  # type: ignore[no-untyped-def]
     names = ["a.bin", "sub/b.bin", ".hidden"]
     for i, n in enumerate(names):
         with open(root / n, "wb") as f:
-            f.write(os.urandom(100000 + i))
+            f.write(opaque_bytes(100000 + i))
     return names
 
 
@@ -471,3 +476,91 @@ def test_protect_refuses_structurally_damaged_file(tmp_path, cli) -> None:
     )
     r = cli(["protect", "--force", "--json", p])
     assert os.path.exists(p + ".fastckpt") and json.loads(r.stdout)["written"] is True
+
+
+def _dcp_folder(path: str) -> None:
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    g = torch.Generator().manual_seed(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save(
+            {"w": torch.randn(300, 100, generator=g), "b": torch.randn(100, generator=g)}, checkpoint_id=path
+        )
+
+
+def test_dcp_folder_structural_and_protected(tmp_path, cli) -> None:
+    root = str(tmp_path / "dcp")
+    _dcp_folder(root)
+    shards = sorted(f for f in os.listdir(root) if f.endswith(".distcp"))
+    r, out = run_json(cli, root)
+    assert r.returncode == 0 and out["ok"] and out["check"] == "structural" and out["format"] == "dcp"
+    assert sorted(f["file"] for f in out["files"]) == sorted([".metadata", *shards])
+    r = cli(["protect", root])
+    assert r.returncode == 0, r.stdout + r.stderr
+    r, out = run_json(cli, root)
+    assert r.returncode == 0 and out["check"] == "manifest"
+    # A damaged shard names the DCP item keys.
+    shard = os.path.join(root, shards[0])
+    flip(shard, os.path.getsize(shard) // 2)
+    r, out = run_json(cli, root)
+    assert r.returncode == 1 and out["damaged"][0]["file"] == shards[0]
+    assert set(out["damaged"][0]["tensors"]) <= {"w", "b"} and out["damaged"][0]["tensors"]
+    # A missing shard, with and without the directory manifest.
+    os.unlink(shard)
+    r, out = run_json(cli, root)
+    assert r.returncode == 1 and out["missing"] == [shards[0]]
+    os.unlink(os.path.join(root, ".fastckpt-dir"))
+    r, out = run_json(cli, root)
+    assert r.returncode == 1 and out["missing"] == [shards[0]]
+    assert any(p["kind"] == "missing-file" for p in out["problems"])
+
+
+def test_hf_sharded_folder(tmp_path, cli) -> None:
+    root = tmp_path / "hf"
+    root.mkdir()
+    weight_map = {}
+    for i, name in enumerate(["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]):
+        _safetensors(str(root / name), {f"layer{i}.w": ("F32", [1000], opaque_bytes(4000))})
+        weight_map[f"layer{i}.w"] = name
+    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (root / "config.json").write_text("{}")
+    r, out = run_json(cli, str(root))
+    assert r.returncode == 0 and out["format"] == "hf-sharded", r.stderr
+    checked = {f["file"] for f in out["files"]}
+    assert "model.safetensors.index.json" in checked and "config.json" not in checked
+    assert cli(["protect", str(root)]).returncode == 0
+    r, out = run_json(cli, str(root))
+    assert r.returncode == 0 and "config.json" in {f["file"] for f in out["files"]}
+    os.unlink(root / "model-00002-of-00002.safetensors")
+    r, out = run_json(cli, str(root))
+    assert r.returncode == 1 and out["missing"] == ["model-00002-of-00002.safetensors"]
+
+
+def test_demo_shows_the_damaged_tensor(cli) -> None:
+    r = cli(["demo", "--json"])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"] and out["sidecar"].endswith(".fastckpt")
+    assert out["verify"]["ok"] is False and out["damaged_tensors"]
+    assert out["damaged_tensors"] == sorted({k for d in out["verify"]["damaged"] for k in d["tensors"]})
+    text = cli(["demo"])
+    assert text.returncode == 0 and "5. verify: DAMAGED bytes [" in text.stdout
+
+
+def test_sidecar_given_as_the_checkpoint(tmp_path, cli) -> None:
+    p = str(tmp_path / "m.pt")
+    save_model(p)
+    protect_file(p)
+    r = cli(["verify", p + ".fastckpt"])
+    assert (r.returncode, r.stderr) == (
+        2,
+        f"fastckpt: error: {p}.fastckpt: expected a checkpoint, found a fastckpt sidecar: verify {p}\n",
+    )
+    r = cli(["protect", p + ".fastckpt"])
+    assert (r.returncode, r.stderr) == (
+        2,
+        f"fastckpt: error: {p}.fastckpt: expected a checkpoint, found a fastckpt sidecar (it protects itself)\n",
+    )

@@ -17,6 +17,7 @@ from .digest import (
     hash_tensor,
 )
 from .errors import FastckptError, InputError, UsageError
+from .optimizer_check import OptimizerReport, check_optimizer_state
 
 __version__ = "0.1.0"
 
@@ -25,10 +26,12 @@ __all__ = [
     "Digest",
     "FastckptError",
     "InputError",
+    "OptimizerReport",
     "StateDictDigest",
     "UsageError",
     "__version__",
     "backends",
+    "check_optimizer_state",
     "hash_bytes",
     "hash_file",
     "hash_state_dict",

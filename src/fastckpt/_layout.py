@@ -49,6 +49,17 @@ def read_dir_layout(path: str) -> Any | None:
         return None
 
 
+def folder_file_format(dir_format: str | None, rel: str) -> str | None:
+    """The format of a file that only makes sense as part of its folder (DCP `.metadata`, HF
+    `*.index.json`): read_dir_layout checks it, read_layout would misread it on its own."""
+    base = rel.rsplit("/", 1)[-1]
+    if dir_format == "dcp" and rel == ".metadata":
+        return "dcp-metadata"
+    if dir_format == "hf-sharded" and base.endswith(".index.json"):
+        return "hf-index"
+    return None
+
+
 def is_fastckpt_file(name: str) -> bool:
     """Sidecars, the directory manifest and our temporary files are never checkpoint files."""
     base = os.path.basename(name)

@@ -18,6 +18,7 @@ from .sidecar import (
     DIR_MANIFEST_NAME,
     KIND_DIRECTORY,
     KIND_FILE,
+    SIDECAR_SUFFIX,
     DirManifest,
     FileManifest,
     SidecarFile,
@@ -256,6 +257,12 @@ def verify_file(
 ) -> dict[str, Any]:
     """Verifies one file: with its sidecar when there is one (or `sidecar` is given), else structurally."""
     fspath = os.fspath(path)
+    if fspath.endswith(SIDECAR_SUFFIX) and sidecar is None and os.path.isfile(fspath):
+        raise InputError(
+            fspath,
+            None,
+            f"expected a checkpoint, found a fastckpt sidecar: verify {fspath[: -len(SIDECAR_SUFFIX)]}",
+        )
     spath = sidecar or sidecar_path_for(fspath)
     if sidecar is not None or os.path.exists(spath):
         return verify_with_sidecar(fspath, spath, threads=threads, progress=progress)
@@ -325,9 +332,18 @@ def _digest_only_report(
     return report
 
 
+def _folder_file_report(path: str, fmt: str, folder_problems: list[dict[str, Any]]) -> dict[str, Any]:
+    """A folder metadata file without a sidecar: the folder reader has checked it (its problems
+    are reported for the folder)."""
+    report = _base_report(path)
+    report.update(check="folder", format=fmt, size=os.path.getsize(path))
+    report["ok"] = not any(p["kind"] == "bad-header" for p in folder_problems)
+    return report
+
+
 def verify_dir(path: str | os.PathLike[str], *, threads: int = 0, progress: bool = False) -> dict[str, Any]:
     """Verifies every file of a checkpoint folder, plus missing, extra and short files."""
-    from ._layout import read_dir_layout, walk_files
+    from ._layout import folder_file_format, read_dir_layout, walk_files
 
     root = os.fspath(path)
     report = _base_report(root)
@@ -351,21 +367,19 @@ def verify_dir(path: str | os.PathLike[str], *, threads: int = 0, progress: bool
         expected = list(listed)
     else:
         dir_layout = read_dir_layout(root)
+        with_sidecar = [rel for rel in on_disk if os.path.exists(sidecar_path_for(os.path.join(root, rel)))]
         if dir_layout is not None:
             report["format"] = dir_layout.format
             for p in dir_layout.problems:
                 report["problems"].append({"offset": p.offset, "kind": p.kind, "message": p.message})
-                if p.kind == "missing-file":
-                    report["ok"] = False
-            expected = sorted(set(dir_layout.files) | set(on_disk))
+            missing = list(getattr(dir_layout, "missing_files", []))
+            # Checkpoint files per the reader, plus anything protected; other files (README,
+            # config.json) are not checkpoint files and are not checked without a sidecar.
+            expected = sorted(set(dir_layout.files) | set(with_sidecar) | set(missing))
         else:
             report["format"] = "directory"
             expected = on_disk
-        report["check"] = (
-            "manifest"
-            if expected and all(os.path.exists(sidecar_path_for(os.path.join(root, rel))) for rel in expected)
-            else "structural"
-        )
+        report["check"] = "manifest" if expected and set(expected) <= set(with_sidecar) else "structural"
         if report["check"] == "structural":
             report["note"] = STRUCTURAL_NOTE
     if not expected:
@@ -375,13 +389,16 @@ def verify_dir(path: str | os.PathLike[str], *, threads: int = 0, progress: bool
     for rel in expected:
         full = os.path.join(root, rel)
         entry = listed.get(rel)
+        folder_fmt = folder_file_format(report["format"], rel)
         if rel not in present and not os.path.isfile(full):
             file_report = _missing_report(full, entry.size if entry else None)
             report["missing"].append(rel)
         else:
             try:
-                if entry is not None and not os.path.exists(sidecar_path_for(full)):
-                    file_report = _digest_only_report(full, entry, dir_manifest.leaf_size, threads, progress)  # type: ignore[union-attr]
+                if folder_fmt and entry is None and not os.path.exists(sidecar_path_for(full)):
+                    file_report = _folder_file_report(full, folder_fmt, report["problems"])
+                elif entry is not None and dir_manifest and not os.path.exists(sidecar_path_for(full)):
+                    file_report = _digest_only_report(full, entry, dir_manifest.leaf_size, threads, progress)
                 else:
                     file_report = verify_file(full, threads=threads, progress=progress)
                     if entry is not None and file_report.get("expected_size") not in (None, entry.size):
@@ -416,7 +433,7 @@ def verify_dir(path: str | os.PathLike[str], *, threads: int = 0, progress: bool
     report["damaged"] = [dict(d, file=f["file"]) for f in files for d in f["damaged"]]
     report["leaves_checked"] = sum(f["leaves_checked"] for f in files)
     report["warnings"] += [w for f in files for w in f["warnings"]]
-    dir_problem = any(p["kind"] in ("missing-file", "size-mismatch", "truncated") for p in report["problems"])
+    dir_problem = any(p["kind"] not in ("extra-file",) for p in report["problems"])
     report["ok"] = not dir_problem and not report["missing"] and all(f["ok"] for f in files)
     return report
 
