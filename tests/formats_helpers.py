@@ -95,8 +95,6 @@ def write_dcp(torch: Any, folder: str) -> dict[str, Any]:
 def write_hf_sharded(torch: Any, folder: str) -> dict[str, Any]:
     import json
 
-    from safetensors.torch import save_file
-
     os.makedirs(folder, exist_ok=True)
     gen = torch.Generator().manual_seed(2)
     shards = {
@@ -108,10 +106,49 @@ def write_hf_sharded(torch: Any, folder: str) -> dict[str, Any]:
     }
     weight_map = {}
     for name, tensors in shards.items():
-        save_file(tensors, os.path.join(folder, name), metadata={"format": "pt"})
+        save_safetensors(torch, tensors, os.path.join(folder, name), metadata={"format": "pt"})
         weight_map.update({k: name for k in tensors})
     with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f)
     with open(os.path.join(folder, "config.json"), "w") as f:
         f.write("{}")
     return shards
+
+
+_ST_NAMES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL", "uint16": "U16", "uint32": "U32", "uint64": "U64",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "complex64": "C64",
+}  # fmt: skip
+
+
+def save_safetensors(
+    torch: Any, tensors: dict[str, Any], path: str, metadata: dict[str, str] | None = None
+) -> None:
+    """safetensors.torch.save_file when the library is installed, else the same format by hand
+    (8-byte header length, JSON header, tensors in sorted-key order, header padded to 8 bytes)."""
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        import json
+        import struct
+
+        header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+        blobs = []
+        pos = 0
+        for k in sorted(tensors):
+            t = tensors[k].contiguous()
+            raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+            header[k] = {
+                "dtype": _ST_NAMES[str(t.dtype).removeprefix("torch.")],
+                "shape": list(t.shape),
+                "data_offsets": [pos, pos + len(raw)],
+            }
+            blobs.append(raw)
+            pos += len(raw)
+        h = json.dumps(header, separators=(",", ":")).encode()
+        h += b" " * (-len(h) % 8)
+        with open(path, "wb") as f:
+            f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+        return
+    save_file(tensors, path, metadata=metadata)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,14 @@ from fastckpt.formats import (
     read_layout,
     tensors_hit,
 )
-from formats_helpers import flatten_tensors, storage_bytes, training_state, write_dcp, write_hf_sharded
+from formats_helpers import (
+    flatten_tensors,
+    save_safetensors,
+    storage_bytes,
+    training_state,
+    write_dcp,
+    write_hf_sharded,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -176,7 +184,7 @@ def test_legacy_format(tmp_path: object) -> None:
 
 
 def test_safetensors_against_library(tmp_path: object) -> None:
-    from safetensors import safe_open
+    safetensors = pytest.importorskip("safetensors")
     from safetensors.torch import save_file
 
     p = os.path.join(str(tmp_path), "m.safetensors")
@@ -198,7 +206,7 @@ def test_safetensors_against_library(tmp_path: object) -> None:
     assert layout.non_tensor_entries == {"__metadata__.format": "pt", "__metadata__.note": "x"}
     data = Path(p).read_bytes()
     got = {t.key: t for t in layout.tensors}
-    with safe_open(p, "pt") as f:
+    with safetensors.safe_open(p, "pt") as f:
         assert set(f.keys()) == set(got)
         for k in f.keys():  # noqa: SIM118 - safe_open is not a dict
             t = f.get_tensor(k)
@@ -283,9 +291,7 @@ def test_readers_do_not_import_torch(tmp_path: object, zip_ckpt: str) -> None:
     folder = os.path.join(str(tmp_path), "dcp")
     write_dcp(torch, folder)
     st_path = os.path.join(str(tmp_path), "m.safetensors")
-    from safetensors.torch import save_file
-
-    save_file({"a": torch.ones(2)}, st_path)
+    save_safetensors(torch, {"a": torch.ones(2)}, st_path)
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from fastckpt.formats import read_layout, read_dir_layout\n"
@@ -364,3 +370,140 @@ def test_inspect_json_contract(tmp_path: object, zip_ckpt: str) -> None:
     assert text.returncode == 0
     assert "optimizer optimizer:" in text.stdout and "lr=0.0003" in text.stdout
     assert "shared storages:" in text.stdout
+
+
+# ---- other zips ----------------------------------------------------------------------------------
+def test_generic_zip_deflate_zip64_extra_and_damage(tmp_path: Path) -> None:
+    p = tmp_path / "g.zip"
+    payload = os.urandom(5000)
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("a.txt", b"hello " * 1000, compress_type=zipfile.ZIP_DEFLATED)
+        with zf.open("big.bin", "w", force_zip64=True) as f:
+            f.write(payload)
+        zf.writestr("empty", b"")
+    layout = read_layout(str(p))
+    assert layout.format == "zip" == detect_format(str(p))
+    assert layout.problems == []
+    assert_tiles(layout)
+    data = p.read_bytes()
+    with zipfile.ZipFile(p) as zf:
+        for info in zf.infolist():
+            if info.file_size:
+                (seg,) = [
+                    s for s in layout.segments if s.name == info.filename and s.kind != "zip-local-header"
+                ]
+                assert seg.length == info.compress_size
+    seg = next(s for s in layout.segments if s.name == "big.bin" and s.kind != "zip-local-header")
+    assert data[seg.offset : seg.end] == payload
+    bad = bytearray(data)
+    bad[seg.offset + 100] ^= 1
+    defl = next(s for s in layout.segments if s.name == "a.txt" and s.kind != "zip-local-header")
+    bad[defl.offset + defl.length // 2] ^= 0x40
+    p.write_bytes(bytes(bad))
+    kinds = {(q.kind, q.message.split(":")[0]) for q in read_layout(str(p)).problems}
+    assert ("bad-crc", "record 'big.bin'") in kinds
+    assert ("bad-crc", "record 'a.txt'") in kinds
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_archive(tmp_path: Path) -> None:
+    p = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 2)), str(p))
+    layout = read_layout(str(p))
+    assert layout.format == "zip" and layout.info.get("torchscript") is True
+    assert layout.problems == [] and layout.unsafe_globals == []
+    assert_tiles(layout)
+    assert any(s.kind == "tensor-data" for s in layout.segments)
+
+
+def _sparse_zip64(path: Path, big: int) -> dict[str, tuple[int, int]]:
+    """A torch-style archive whose storage record is `big` bytes of zeros (a sparse hole), so the
+    records after it and the central directory need zip64 offsets. Returns name -> (lh, size)."""
+    import pickle
+    import struct
+    from collections import OrderedDict
+
+    class FakeStorage:
+        pass
+
+    storage = FakeStorage()
+
+    class Tensorish:
+        def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+            return (torch._utils._rebuild_tensor_v2, (storage, 0, (big,), (1,), False, OrderedDict()))
+
+    class P(pickle.Pickler):
+        def persistent_id(self, obj: object) -> object:
+            return ("storage", torch.ByteStorage, "0", "cpu", big) if obj is storage else None
+
+    import io
+
+    buf = io.BytesIO()
+    P(buf, protocol=2).dump({"w": Tensorish()})
+    records = [("r/data.pkl", buf.getvalue()), ("r/data/0", None), ("r/version", b"3\n")]
+    out: dict[str, tuple[int, int]] = {}
+    central = b""
+    with open(path, "wb") as f:
+        for name, blob in records:
+            lh = f.tell()
+            nb = name.encode()
+            size = big if blob is None else len(blob)
+            crc = 0 if blob is None else zlib.crc32(blob)
+            if blob is None:  # torch style: sizes in a zip64 data descriptor after the data
+                f.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0x808, 0, 0, 0, 0, 0, 0, len(nb), 0) + nb)
+                f.seek(size, 1)
+                f.write(struct.pack("<IIQQ", 0x08074B50, crc, size, size))
+            else:
+                f.write(
+                    struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0x800, 0, 0, 0, crc, size, size, len(nb), 0)
+                    + nb
+                    + blob
+                )
+            extra = b""
+            sizes = (size, size)
+            if size >= 0xFFFFFFFF or lh >= 0xFFFFFFFF:
+                vals = []
+                if size >= 0xFFFFFFFF:
+                    vals += [size, size]
+                    sizes = (0xFFFFFFFF, 0xFFFFFFFF)
+                if lh >= 0xFFFFFFFF:
+                    vals.append(lh)
+                extra = struct.pack("<HH", 1, 8 * len(vals)) + b"".join(struct.pack("<Q", v) for v in vals)
+            central += struct.pack(
+                "<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0x808 if blob is None else 0x800, 0, 0, 0, crc,
+                sizes[0], sizes[1], len(nb), len(extra), 0, 0, 0, 0, min(lh, 0xFFFFFFFF),
+            ) + nb + extra  # fmt: skip
+            out[name] = (lh, size)
+        cd = f.tell()
+        f.write(central)
+        e64 = f.tell()
+        f.write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, 3, 3, len(central), cd))
+        f.write(struct.pack("<IIQI", 0x07064B50, 0, e64, 1))
+        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 3, 3, 0xFFFFFFFF, 0xFFFFFFFF, 0))
+    return out
+
+
+@pytest.mark.slow
+def test_zip64_offsets_past_4gib(tmp_path: Path) -> None:
+    p = tmp_path / "huge.pt"
+    big = (1 << 32) + 12345
+    records = _sparse_zip64(p, big)
+    try:
+        layout = read_layout(str(p), check_crc=False)
+        assert layout.format == "torch-zip" and layout.problems == []
+        assert_tiles(layout)
+        (w,) = layout.tensors
+        assert (w.key, w.dtype, w.shape, w.nbytes) == ("w", "uint8", (big,), big)
+        with zipfile.ZipFile(p) as zf:
+            for info in zf.infolist():
+                assert records[info.filename] == (info.header_offset, info.file_size)
+                seg = next(
+                    s for s in layout.segments if s.name == info.filename and s.kind == "zip-local-header"
+                )
+                assert seg.offset == info.header_offset
+        assert w.offset == records["r/data/0"][0] + 30 + len("r/data/0")
+        desc = next(s for s in layout.segments if s.name == "r/data/0 (data descriptor)")
+        assert (desc.offset, desc.length) == (w.offset + big, 24)
+        assert tensors_hit(layout, w.offset + (1 << 32), 10) == [("w", 1 << 32, (1 << 32) + 10)]
+    finally:
+        p.unlink()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from fastckpt.errors import InputError
 from fastckpt.formats import Layout, read_dir_layout, read_layout, tensors_hit
-from formats_helpers import training_state, write_dcp
+from formats_helpers import save_safetensors, training_state, write_dcp
 
 torch = pytest.importorskip("torch")
 
@@ -32,12 +32,11 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> None:
     torch.save(small, base / "z.pt")
     torch.save(small, base / "l.pt", _use_new_zipfile_serialization=False)
     torch.save(training_state(torch), base / "big.pt", pickle_protocol=4)
-    from safetensors.torch import save_file
-
-    save_file(
+    save_safetensors(
+        torch,
         {"a": torch.randn(4), "b": torch.zeros(2, 3, dtype=torch.float16)},
-        base / "s.safetensors",
-        metadata={"k": "v"},
+        str(base / "s.safetensors"),
+        {"k": "v"},
     )
     for name in ("z.pt", "l.pt", "big.pt", "s.safetensors"):
         _SEEDS[name] = (base / name).read_bytes()

@@ -199,8 +199,8 @@ def read_safetensors(fv: FileView) -> dict[str, Any]:
             continue
         tname, bits = ST_DTYPES[dtype]
         numel = 1
-        for d in shape:
-            numel *= d
+        for dim in shape:
+            numel *= dim
         if (numel * bits) % 8:
             problems.append(
                 Problem(

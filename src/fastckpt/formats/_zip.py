@@ -474,9 +474,10 @@ def check_crcs(fv: FileView, info: ZipInfo, *, progress: Callable[[int], None] |
                 continue
             crc = _crc.crc32(fv.view(e.data_offset, e.csize))
         elif e.method == 8:
-            crc = _inflate_crc(fv, e, info)
-            if crc is None:
+            inflated = _inflate_crc(fv, e, info)
+            if inflated is None:
                 continue
+            crc = inflated
         else:
             continue
         if progress:
