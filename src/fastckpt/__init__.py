@@ -16,12 +16,14 @@ from .digest import (
     hash_state_dict,
     hash_tensor,
 )
+from .diff import DiffReport, diff
 from .errors import FastckptError, InputError, UsageError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LEAF_SIZE",
+    "DiffReport",
     "Digest",
     "FastckptError",
     "InputError",
@@ -29,6 +31,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "backends",
+    "diff",
     "hash_bytes",
     "hash_file",
     "hash_state_dict",
