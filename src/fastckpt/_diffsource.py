@@ -7,6 +7,8 @@ nothing from a file is executed. In-memory tensors stay where they are (CPU or G
 
 from __future__ import annotations
 
+import ast
+import math
 import mmap
 import os
 from collections.abc import Iterator, Mapping
@@ -58,10 +60,11 @@ class Side:
     format: str
     leaves: dict[str, Leaf] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
-    # True when `values` holds the values themselves; False when they are short reprs from a
-    # reader (long lists abbreviated), in which case equal reprs are confirmed with exact values.
-    values_exact: bool = True
+    # keys whose value is only known as an abbreviated repr from a format reader (long lists,
+    # long strings, objects); the diff confirms equal reprs with exact values when it can.
+    inexact: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)  # safetensors __metadata__ (not compared)
     path: str | None = None
     _maps: list[mmap.mmap] = field(default_factory=list, repr=False)
     _views: list[memoryview] = field(default_factory=list, repr=False)
@@ -70,8 +73,11 @@ class Side:
         for leaf in self.leaves.values():
             leaf.buffer = None
             leaf.tensor = None
-        for v in self._views:
-            v.release()
+        for v in reversed(self._views):
+            try:
+                v.release()
+            except BufferError:  # still exported to a tensor the caller holds
+                pass
         self._views.clear()
         for m in self._maps:
             try:
@@ -128,54 +134,119 @@ def memory_side(obj: Any, label: str) -> Side:
 # ---- files -------------------------------------------------------------------------------------
 
 
-def _formats() -> Any:
-    try:
-        from . import formats
-    except ImportError:
-        return None
-    return formats
-
-
 def file_side(path: str) -> Side:
+    from . import formats
+
     if not os.path.exists(path):
         raise InputError(path, None, "no such file or directory")
-    fmts = _formats()
-    if fmts is None:
-        return _torch_load_side(path)
-    return _layout_side(fmts, path)
+    return _layout_side(formats, path)
 
 
-def _layout_side(fmts: Any, path: str) -> Side:  # pragma: no cover - replaced when formats lands
-    raise NotImplementedError
+# Reader problems that leave the tensors' bytes trustworthy (we never execute pickles).
+_BENIGN_PROBLEMS = ("unsafe-pickle", "extra-file", "bad-crc", "other")
+# Safetensors `__metadata__` (e.g. format=pt) describes the file, not the checkpoint.
+METADATA_PREFIX = "__metadata__."
 
 
-def _torch_load_side(path: str) -> Side:
-    """Stand-in until the format readers land: torch.load with weights_only and mmap."""
-    import torch
-
-    from ._tensors import logical_bytes_tensor
-    from .digest import dtype_name
-
+def _layout_side(fmts: Any, path: str) -> Side:
     if os.path.isdir(path):
-        raise InputError(path, None, "expected a checkpoint file, found a directory")
-    fmt = "safetensors" if path.endswith(".safetensors") else "torch-zip"
-    try:
-        if fmt == "safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(path)
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
-        raise InputError(path, None, f"a readable checkpoint ({type(e).__name__}: {e})") from None
-    side = Side(label=path, format=fmt, path=path)
-    for key, v, is_tensor in walk(obj):
-        if is_tensor:
-            t = logical_bytes_tensor(v)
-            side.leaves[key] = Leaf(key, dtype_name(t.dtype), tuple(t.shape), t.numel() * t.element_size(), tensor=t)
-        else:
-            side.values[key] = v
+        dl = fmts.read_dir_layout(path)
+        side = Side(label=path, format=dl.format, path=path)
+        _check_problems(path, dl.problems, side)
+        files = [f for f in dl.files if not f.endswith(".index.json") and os.path.basename(f) != ".metadata"]
+        for rel in files:
+            _add_file(fmts, os.path.join(path, rel), side, rel + ":")
+        return side
+    side = Side(label=path, format="", path=path)
+    side.format = _add_file(fmts, path, side, "")
     return side
+
+
+def _check_problems(path: str, problems: list[Any], side: Side) -> None:
+    for q in problems:
+        if q.kind in _BENIGN_PROBLEMS:
+            side.warnings.append(f"{path}: {q}")
+        else:
+            raise InputError(path, q.offset, f"a readable checkpoint; found {q.kind}: {q.message} (see 'fastckpt verify')")
+
+
+def _add_file(fmts: Any, path: str, side: Side, where: str) -> str:
+    layout = fmts.read_layout(path, check_crc=False)
+    if layout.format in ("opaque", "zip") and not layout.tensors:
+        if where:  # a folder may hold other files
+            return str(layout.format)
+        raise InputError(path, None, f"a checkpoint (torch.save, safetensors, DCP, sharded folder); found {layout.format} data")
+    _check_problems(path, layout.problems, side)
+    if layout.unsafe_globals:
+        side.warnings.append(f"{path}: pickle references {', '.join(layout.unsafe_globals)} (never executed)")
+    for key, v in layout.non_tensor_entries.items():
+        if key.startswith(METADATA_PREFIX):
+            side.metadata[key[len(METADATA_PREFIX) :]] = v
+        else:
+            side.values[key], exact = parse_repr(v)
+            if not exact:
+                side.inexact.add(key)
+    spans = [t for t in layout.tensors if t.nbytes > 0]
+    mm = _map(path, layout.size) if spans else None
+    if mm is not None:
+        side._maps.append(mm)
+    view = memoryview(mm) if mm is not None else None
+    if view is not None:
+        side._views.append(view)
+    for t in layout.tensors:
+        if t.key in side.leaves:
+            side.warnings.append(f"{path}: key {t.key!r} appears twice; the first is compared")
+            continue
+        numel = t.numel
+        nbytes = numel * t.itemsize
+        if t.offset < 0 or t.offset + t.nbytes > layout.size:
+            raise InputError(path, t.offset, f"tensor {t.key!r} to lie inside the file ({layout.size} bytes)")
+        leaf = Leaf(t.key, t.dtype, tuple(t.shape), nbytes)
+        if numel == 0:
+            leaf.buffer = b""
+        elif t.contiguous:
+            assert view is not None
+            leaf.buffer = view[t.offset : t.offset + nbytes]
+            side._views.append(leaf.buffer)
+        else:
+            assert view is not None
+            leaf.tensor = _strided_tensor(view[t.offset : t.offset + t.nbytes], t)
+        side.leaves[t.key] = leaf
+    return str(layout.format)
+
+
+_SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def parse_repr(r: Any) -> tuple[Any, bool]:
+    """A reader's short repr of a non-tensor leaf back to the value, when it is a complete
+    Python literal (ints, floats, strings, tuples of them); otherwise (r, False)."""
+    if not isinstance(r, str):
+        return r, True
+    if r in _SPECIAL_FLOATS:
+        return _SPECIAL_FLOATS[r], True
+    if r.endswith("...") or len(r) > 4096:
+        return r, False
+    try:
+        return ast.literal_eval(r), True
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        return r, False
+
+
+def _map(path: str, size: int) -> mmap.mmap:
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size < size:
+            raise InputError(path, None, f"{size} bytes (the file shrank while being read)")
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _strided_tensor(buf: memoryview, span: Any) -> torch.Tensor:
+    """The logical (contiguous) bytes of a view saved with its strides: copied by torch from the
+    covering storage range, which lies inside the mapped file."""
+    from ._diffkernel import buffer_tensor
+
+    flat = buffer_tensor(buf, span.dtype, (len(buf) // span.itemsize,))
+    return flat.as_strided(span.shape, span.stride, 0).contiguous()
 
 
 def open_side(obj: Any, label: str) -> Side:
@@ -185,16 +256,16 @@ def open_side(obj: Any, label: str) -> Side:
 
 
 def exact_values(side: Side) -> dict[str, Any]:
-    """The exact non-tensor values of a file side whose reader gave abbreviated reprs. torch's
+    """The exact non-tensor values of a torch file whose reader gave abbreviated reprs. torch's
     weights_only unpickler rebuilds them (it never runs code from the file); tensor data is
-    mapped, not read. Falls back to the reprs when that is impossible."""
-    if side.values_exact or side.path is None or side.format not in ("torch-zip", "torch-legacy"):
-        return side.values
+    mapped, not read. Returns {} when that is impossible."""
+    if side.path is None or side.format not in ("torch-zip", "torch-legacy"):
+        return {}
     try:
         import torch
 
         obj = torch.load(side.path, map_location="cpu", weights_only=True, mmap=side.format == "torch-zip")
     except Exception as e:
-        side.warnings.append(f"non-tensor values compared by their short form ({type(e).__name__})")
-        return side.values
+        side.warnings.append(f"some non-tensor values compared by their short form ({type(e).__name__})")
+        return {}
     return {k: v for k, v, is_tensor in walk(obj) if not is_tensor}

@@ -281,23 +281,20 @@ def _within(va: Any, vb: Any, atol: float | None, rtol: float | None) -> bool:
     return False
 
 
-_ABBREV_PREFIXES = ("list[", "tuple[", "set[", "frozenset[", "bytes[")
+def _compare_values(
+    sa: Side, sb: Side, atol: float | None, rtol: float | None, warnings: list[str]
+) -> list[ValueChange]:
+    from ._diffsource import exact_values
 
+    exact: dict[int, dict[str, Any]] = {}
 
-def _abbreviated(r: Any) -> bool:
-    return isinstance(r, str) and (r.endswith("...") or r.startswith(_ABBREV_PREFIXES) or r.startswith("<"))
-
-
-def _compare_values(sa: Side, sb: Side, atol: float | None, rtol: float | None) -> list[ValueChange]:
-    exact_a = sa.values if sa.values_exact else None
-    exact_b = sb.values if sb.values_exact else None
-
-    def exact(side: Side, cache: dict[str, Any] | None) -> dict[str, Any]:
-        if cache is not None:
-            return cache
-        from ._diffsource import exact_values
-
-        return exact_values(side)
+    def resolve(side: Side, key: str, v: Any) -> tuple[Any, bool]:
+        if key not in side.inexact:
+            return v, True
+        if id(side) not in exact:
+            exact[id(side)] = exact_values(side)
+        got = exact[id(side)]
+        return (got[key], True) if key in got else (v, False)
 
     out: list[ValueChange] = []
     for key, va in sa.values.items():
@@ -305,17 +302,15 @@ def _compare_values(sa: Side, sb: Side, atol: float | None, rtol: float | None) 
             out.append(ValueChange(key, "only_a", a=va))
             continue
         vb = sb.values[key]
-        if sa.values_exact != sb.values_exact or (
-            not sa.values_exact and va == vb and (_abbreviated(va) or _abbreviated(vb))
-        ):
-            exact_a = exact(sa, exact_a)
-            exact_b = exact(sb, exact_b)
-            va, vb = exact_a.get(key, va), exact_b.get(key, vb)
+        if key in sa.inexact or key in sb.inexact:
+            (va, ea), (vb, eb) = resolve(sa, key, va), resolve(sb, key, vb)
+            if not (ea and eb):
+                warnings.append(f"value {key!r} compared by its abbreviated form")
+                va, vb = (va if not ea else repr(va)), (vb if not eb else repr(vb))
         if _bitwise_equal(va, vb):
             out.append(ValueChange(key, "equal", va, vb, True))
         else:
-            both_exact = sa.values_exact and sb.values_exact
-            within = both_exact and (atol is not None or rtol is not None) and _within(va, vb, atol, rtol)
+            within = (atol is not None or rtol is not None) and _within(va, vb, atol, rtol)
             out.append(ValueChange(key, "different", va, vb, within))
     out += [ValueChange(k, "only_b", b=v) for k, v in sb.values.items() if k not in sa.values]
     return out
@@ -370,6 +365,8 @@ def _fill_stats(t: TensorChange, st: Any, atol: float | None, rtol: float | None
     t.max_ulp = st.max_ulp
     if st.equal:
         t.rel_change = 0.0
+    elif st.nan_inf_introduced or st.nan_inf_removed:
+        t.rel_change = math.inf  # ||B-A|| is not finite
     elif st.rms_diff is not None and st.norm_a is not None:
         diff_norm = st.rms_diff * math.sqrt(st.n_elements)
         t.rel_change = diff_norm / st.norm_a if st.norm_a > 0 else (math.inf if diff_norm > 0 else 0.0)
@@ -533,6 +530,6 @@ def _diff_sides(
 
     _order_entries(sa, sb, entries, b_only_keys)
     report.tensors = sorted(entries.values(), key=lambda t: t.order)
-    report.values = _compare_values(sa, sb, atol, rtol)
+    report.values = _compare_values(sa, sb, atol, rtol, report.warnings)
     report.seconds = time.perf_counter() - t0
     return report

@@ -68,18 +68,20 @@ def _strip_components(parts: list[str], token: str) -> list[str]:
     return [p for p in parts if p != token]
 
 
-def transform_of(key_a: str, key_b: str) -> Transform:
-    """The rules that turn `key_a` into `key_b` (empty when the keys are equal)."""
+def transform_of(key_a: str, key_b: str, segments: frozenset[str] = frozenset()) -> Transform:
+    """The rules that turn `key_a` into `key_b` (empty when the keys are equal).
+
+    A wrapper component only at the front is left to the prefix rule, which reads better
+    (`add prefix '_orig_mod.'`), unless it is in `segments` (wrappers seen deeper in other keys).
+    """
     ca, cb = key_a.split("."), key_b.split(".")
     rules: list[RenameRule] = []
     for token in WRAPPER_SEGMENTS:
         in_a, in_b = ca.count(token), cb.count(token)
-        # A wrapper only at the front is left to the prefix rule, which reads better
-        # (`add prefix '_orig_mod.'`); one that also sits deeper becomes a segment rule.
-        if in_a and not in_b and (in_a > 1 or ca[0] != token):
+        if in_a and not in_b and (in_a > 1 or ca[0] != token or token in segments):
             rules.append(RenameRule("strip_segment", token, ""))
             ca = _strip_components(ca, token)
-        elif in_b and not in_a and (in_b > 1 or cb[0] != token):
+        elif in_b and not in_a and (in_b > 1 or cb[0] != token or token in segments):
             rules.append(RenameRule("add_segment", "", token))
             cb = _strip_components(cb, token)
     k = 0
@@ -139,7 +141,7 @@ class RenameResult:
 
 
 def _unique_matches(
-    keys_a: Iterable[str], keys_b: Iterable[str], transforms: Iterable[Transform]
+    keys_a: Iterable[str], keys_b: Iterable[str], transforms: Iterable[Transform], segments: frozenset[str]
 ) -> tuple[dict[str, str], set[str]]:
     """Pairs (a, b) that exactly one transform relates, with no other candidate for a or b.
     Returns the pairs and the keys that had more than one candidate."""
@@ -161,7 +163,7 @@ def _unique_matches(
             for kb in by_norm.get(n, ()):
                 # The normal forms can coincide by accident (e.g. a key that happens to lack the
                 # segment); the exact transform decides.
-                if transform_of(ka, kb) == t:
+                if transform_of(ka, kb, segments) == t:
                     cands_a[ka].add(kb)
                     cands_b[kb].add(ka)
     pairs: dict[str, str] = {}
@@ -183,7 +185,7 @@ _MAX_GROUP_PAIRS = 1 << 16
 
 def _dominant_transform(
     by_digest_a: Mapping[Hashable, list[str]], by_digest_b: Mapping[Hashable, list[str]]
-) -> list[Transform]:
+) -> tuple[list[Transform], frozenset[str]]:
     """When no digest is unique (e.g. every one-sided tensor is zeros), the transform relating the
     most candidate pairs, if it relates at least two and strictly more than any other."""
     counts: Counter[Transform] = Counter()
@@ -192,7 +194,7 @@ def _dominant_transform(
         kb_list = by_digest_b.get(d, [])
         budget -= len(ka_list) * len(kb_list)
         if budget < 0:
-            return []
+            return [], frozenset()
         for ka in ka_list:
             for kb in kb_list:
                 t = transform_of(ka, kb)
@@ -200,8 +202,12 @@ def _dominant_transform(
                     counts[t] += 1
     top = counts.most_common(2)
     if not top or top[0][1] < 2 or (len(top) > 1 and top[1][1] == top[0][1]):
-        return []
-    return [top[0][0]]
+        return [], frozenset()
+    return [top[0][0]], _segment_tokens([top[0][0]])
+
+
+def _segment_tokens(transforms: Iterable[Transform]) -> frozenset[str]:
+    return frozenset(r.a or r.b for t in transforms for r in t if r.kind in ("strip_segment", "add_segment"))
 
 
 def infer_renames(
@@ -226,29 +232,31 @@ def infer_renames(
         by_digest_b[d].append(k)
 
     # Step 2: unique digests on both sides.
-    support: Counter[Transform] = Counter()
+    unique: list[tuple[str, str]] = []
     for d, ka_list in by_digest_a.items():
         kb_list = by_digest_b.get(d)
         if kb_list and len(ka_list) == 1 and len(kb_list) == 1:
-            ka, kb = ka_list[0], kb_list[0]
-            res.pairs[ka] = kb
-            res.equal_pairs.add(ka)
-            support[transform_of(ka, kb)] += 1
+            unique.append((ka_list[0], kb_list[0]))
+            res.pairs[ka_list[0]] = kb_list[0]
+            res.equal_pairs.add(ka_list[0])
+    # Step 3: a wrapper seen as a deep segment anywhere is a segment rule everywhere.
+    segments = _segment_tokens(transform_of(ka, kb) for ka, kb in unique)
+    support: Counter[Transform] = Counter(transform_of(ka, kb, segments) for ka, kb in unique)
     # Transforms that need a whole-key rule generalize to nothing else.
     general = [t for t, _ in support.most_common() if not any(r.kind == "key" for r in t)]
     if not general:
-        general = _dominant_transform(by_digest_a, by_digest_b)
+        general, segments = _dominant_transform(by_digest_a, by_digest_b)
 
     # Step 4: shared digests, disambiguated by the transforms.
     for d, ka_list in by_digest_a.items():
         kb_list = by_digest_b.get(d)
         if not kb_list or (len(ka_list) == 1 and len(kb_list) == 1):
             continue
-        matched, _ = _unique_matches(ka_list, kb_list, general)
+        matched, _ = _unique_matches(ka_list, kb_list, general, segments)
         for ka, kb in matched.items():
             res.pairs[ka] = kb
             res.equal_pairs.add(ka)
-            support[transform_of(ka, kb)] += 1
+            support[transform_of(ka, kb, segments)] += 1
         left_a = [k for k in ka_list if k not in matched]
         left_b = [k for k in kb_list if k not in matched.values()]
         if left_a and left_b:
@@ -262,11 +270,11 @@ def infer_renames(
         amb_keys = {k for ga, gb in res.ambiguous for k in (*ga, *gb)}
         rest_a = [k for k in rest_a if k not in amb_keys]
         rest_b = [k for k in rest_b if k not in amb_keys]
-        matched, _ = _unique_matches(rest_a, rest_b, general)
+        matched, _ = _unique_matches(rest_a, rest_b, general, segments)
         for ka, kb in matched.items():
             if compatible(ka, kb):
                 res.pairs[ka] = kb
-                support[transform_of(ka, kb)] += 1
+                support[transform_of(ka, kb, segments)] += 1
 
     # Rules with the number of pairs each explains, most used first.
     counts: Counter[RenameRule] = Counter()
