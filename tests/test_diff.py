@@ -161,12 +161,27 @@ def nested_ckpt(seed: int = 0) -> dict:
     model = {"fc.weight": torch.randn(4, 3, generator=g), "fc.bias": torch.randn(4, generator=g)}
     optim = {
         "state": {
-            0: {"step": torch.tensor(10.0), "exp_avg": torch.randn(4, 3, generator=g), "exp_avg_sq": torch.rand(4, 3, generator=g)},
-            1: {"step": torch.tensor(10.0), "exp_avg": torch.randn(4, generator=g), "exp_avg_sq": torch.rand(4, generator=g)},
+            0: {
+                "step": torch.tensor(10.0),
+                "exp_avg": torch.randn(4, 3, generator=g),
+                "exp_avg_sq": torch.rand(4, 3, generator=g),
+            },
+            1: {
+                "step": torch.tensor(10.0),
+                "exp_avg": torch.randn(4, generator=g),
+                "exp_avg_sq": torch.rand(4, generator=g),
+            },
         },
-        "param_groups": [{"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "params": [0, 1]}],
+        "param_groups": [
+            {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "params": [0, 1]}
+        ],
     }
-    return {"model": model, "optimizer": optim, "scheduler": {"last_epoch": 10, "_last_lr": [0.001]}, "step": 10}
+    return {
+        "model": model,
+        "optimizer": optim,
+        "scheduler": {"last_epoch": 10, "_last_lr": [0.001]},
+        "step": 10,
+    }
 
 
 def test_nested_checkpoint_paths_and_values() -> None:
@@ -182,7 +197,10 @@ def test_nested_checkpoint_paths_and_values() -> None:
     assert changed == {"optimizer.state.1.exp_avg"}
     values = {v.key: v for v in r.values}
     assert values["optimizer.param_groups.0.lr"].status == "different"
-    assert (values["optimizer.param_groups.0.lr"].a, values["optimizer.param_groups.0.lr"].b) == (0.001, 0.0005)
+    assert (values["optimizer.param_groups.0.lr"].a, values["optimizer.param_groups.0.lr"].b) == (
+        0.001,
+        0.0005,
+    )
     assert values["optimizer.param_groups.0.betas"].status == "different"
     assert values["optimizer.param_groups.0.eps"].status == "equal"
     assert values["optimizer.param_groups.0.params"].status == "equal"
@@ -254,12 +272,17 @@ def test_hf_sharded_folder_vs_single_file(tmp_path) -> None:
     keys = list(sd)
     folder = tmp_path / "sharded"
     folder.mkdir()
-    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2], "model-00002-of-00002.safetensors": keys[len(keys) // 2 :]}
+    shards = {
+        "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     weight_map = {}
     for name, ks in shards.items():
         st_torch.save_file({k: sd[k] for k in ks}, str(folder / name))
         weight_map.update(dict.fromkeys(ks, name))
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
     single = save_pt(tmp_path, "single.pt", sd)
     r = diff(str(folder), single)
     assert r.identical, r.format_text()
@@ -299,7 +322,8 @@ def test_renames_in_files_and_compat_mapping(tmp_path) -> None:
 
 def test_damaged_file_is_an_input_error(tmp_path) -> None:
     p = save_pt(tmp_path, "a.pt", sample_sd())
-    data = open(p, "rb").read()
+    with open(p, "rb") as f:
+        data = f.read()
     short = tmp_path / "short.pt"
     short.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError):
@@ -353,7 +377,9 @@ def test_gpu_state_dicts_match_cpu_result() -> None:
 
 # ---- properties -----------------------------------------------------------------------------------
 
-dtypes = st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32, torch.uint8, torch.bool])
+dtypes = st.sampled_from(
+    [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32, torch.uint8, torch.bool]
+)
 
 
 @st.composite
@@ -364,7 +390,11 @@ def state_dicts(draw):
         dt = draw(dtypes)
         shape = tuple(draw(st.lists(st.integers(0, 5), max_size=3)))
         g = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
-        t = torch.randint(0, 255, shape, generator=g, dtype=torch.int64) if shape else torch.tensor(draw(st.integers(0, 255)))
+        t = (
+            torch.randint(0, 255, shape, generator=g, dtype=torch.int64)
+            if shape
+            else torch.tensor(draw(st.integers(0, 255)))
+        )
         sd[f"m{i}.p"] = t.to(dt)
     return sd
 

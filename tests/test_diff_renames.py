@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from fastckpt.renames import RenameRule, infer_renames, transform_of
 
-KEYS = [f"layers.{i}.{p}.{w}" for i in range(3) for p in ("attn", "mlp") for w in ("weight", "bias")] + ["embed.weight"]
+KEYS = [f"layers.{i}.{p}.{w}" for i in range(3) for p in ("attn", "mlp") for w in ("weight", "bias")] + [
+    "embed.weight"
+]
 
 
 def digests(keys: list[str]) -> dict[str, int]:
@@ -24,7 +26,9 @@ def rules_of(res) -> list[str]:
 def test_transform_strings() -> None:
     assert [str(r) for r in transform_of("module.a.w", "a.w")] == ["strip prefix 'module.'"]
     assert [str(r) for r in transform_of("a.w", "_orig_mod.a.w")] == ["add prefix '_orig_mod.'"]
-    assert [str(r) for r in transform_of("fc.weight", "linear.weight")] == ["replace prefix 'fc.' with 'linear.'"]
+    assert [str(r) for r in transform_of("fc.weight", "linear.weight")] == [
+        "replace prefix 'fc.' with 'linear.'"
+    ]
     assert [str(r) for r in transform_of("w", "v")] == ["rename 'w' to 'v'"]
     assert transform_of("a.b", "a.b") == ()
 
@@ -141,7 +145,9 @@ prefix = st.lists(segment, min_size=1, max_size=2).map(lambda p: ".".join(p) + "
 
 @settings(max_examples=60, deadline=None)
 @given(
-    keys=st.lists(st.lists(segment, min_size=1, max_size=4).map(".".join), min_size=1, max_size=20, unique=True),
+    keys=st.lists(
+        st.lists(segment, min_size=1, max_size=4).map(".".join), min_size=1, max_size=20, unique=True
+    ),
     pa=st.one_of(st.just(""), prefix),
     pb=st.one_of(st.just(""), prefix),
 )

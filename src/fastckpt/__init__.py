@@ -7,6 +7,7 @@ the functions that take tensors, and CUDA is never initialized at import.
 from __future__ import annotations
 
 from ._backend import backends
+from .diff import DiffReport, diff
 from .digest import (
     DEFAULT_LEAF_SIZE,
     Digest,
@@ -16,7 +17,6 @@ from .digest import (
     hash_state_dict,
     hash_tensor,
 )
-from .diff import DiffReport, diff
 from .errors import FastckptError, InputError, UsageError
 
 __version__ = "0.1.0"

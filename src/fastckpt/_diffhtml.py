@@ -7,6 +7,7 @@ text report. Every value is HTML-escaped; keys come from checkpoint files and ar
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
 from typing import TYPE_CHECKING
@@ -54,7 +55,9 @@ def chart_svg(tensors: list[TensorChange], width: int = 1100, height: int = 320)
     left, right, top, bottom = 64, 16, 16, 40
     pw, ph = width - left - right, height - top - bottom
     n = max(len(tensors), 1)
-    finite = [t.rel_change for t in tensors if t.rel_change and math.isfinite(t.rel_change) and t.rel_change > 0]
+    finite = [
+        t.rel_change for t in tensors if t.rel_change and math.isfinite(t.rel_change) and t.rel_change > 0
+    ]
     hi_exp = math.ceil(math.log10(max(finite))) if finite else 0
     lo_exp = math.floor(math.log10(min(finite))) if finite else -6
     hi_exp = max(hi_exp, lo_exp + 1)
@@ -67,13 +70,15 @@ def chart_svg(tensors: list[TensorChange], width: int = 1100, height: int = 320)
         return top + ph * (hi_exp - e) / (hi_exp - lo_exp)
 
     parts = [
-        f'<svg id="rel-change-chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'<svg id="rel-change-chart" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="relative change per tensor">',
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#f8fafc" stroke="#d9e2ec"/>',
     ]
     for e in range(lo_exp, hi_exp + 1):
         y = y_of(10.0**e)
-        parts.append(f'<line class="grid" x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e7eb"/>')
+        parts.append(
+            f'<line class="grid" x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e7eb"/>'
+        )
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">1e{e}</text>')
     bw = pw / n
     base = top + ph
@@ -174,11 +179,11 @@ def render_html(r: DiffReport) -> str:
         f"<tr><th>tolerance</th><td>atol={_e(r.atol)}, rtol={_e(r.rtol)}</td><td></td></tr>",
         f"<tr><th>read</th><td>{r.bytes_read} bytes in {r.seconds:.3f} s</td><td></td></tr>",
         "</table>",
-        '<h2>Relative change per tensor (model order)</h2>',
+        "<h2>Relative change per tensor (model order)</h2>",
         chart_svg(r.tensors),
         _legend(),
         '<h2>Summary</h2><table class="meta" id="summary">' + summary_cells + "</table>",
-        f'<h2>Changed tensors ({len(changes)}), largest relative change first</h2>',
+        f"<h2>Changed tensors ({len(changes)}), largest relative change first</h2>",
         f'<table id="changes">{_TENSOR_HEAD}{_tensor_rows(changes)}</table>',
     ]
     if r.rename_counts or r.ambiguous:
@@ -187,9 +192,13 @@ def render_html(r: DiffReport) -> str:
             f'<tr><td class="k">ambiguous: {_e(", ".join(ka))} &harr; {_e(", ".join(kb))}</td><td>-</td></tr>'
             for ka, kb in r.ambiguous
         )
-        out.append(f'<h2>Renames (A &rarr; B)</h2><table id="renames"><tr><th class="k">rule</th><th>keys</th></tr>{rows}</table>')
+        out.append(
+            f'<h2>Renames (A &rarr; B)</h2><table id="renames"><tr><th class="k">rule</th><th>keys</th></tr>{rows}</table>'
+        )
     if r.mapping:
-        rows = "".join(f'<tr><td class="k">{_e(kb)}</td><td class="k">{_e(ka)}</td></tr>' for kb, ka in r.mapping.items())
+        rows = "".join(
+            f'<tr><td class="k">{_e(kb)}</td><td class="k">{_e(ka)}</td></tr>' for kb, ka in r.mapping.items()
+        )
         out.append(
             '<h2>Mapping that loads B into A\'s model</h2><table id="mapping">'
             f'<tr><th class="k">key in B</th><th class="k">key in A</th></tr>{rows}</table>'
@@ -207,7 +216,7 @@ def render_html(r: DiffReport) -> str:
         )
     if r.warnings:
         out.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(w)}</li>" for w in r.warnings) + "</ul>")
-    out.append(f'<h2>All tensors ({len(r.tensors)}), model order</h2>')
+    out.append(f"<h2>All tensors ({len(r.tensors)}), model order</h2>")
     out.append(f'<table id="tensors">{_TENSOR_HEAD}{_tensor_rows(r.tensors)}</table>')
     out.append("</body></html>\n")
     return "\n".join(out)
@@ -227,8 +236,6 @@ def write_html(r: DiffReport, path: str) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise

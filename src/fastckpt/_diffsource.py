@@ -8,6 +8,7 @@ nothing from a file is executed. In-memory tensors stay where they are (CPU or G
 from __future__ import annotations
 
 import ast
+import contextlib
 import math
 import mmap
 import os
@@ -74,16 +75,12 @@ class Side:
             leaf.buffer = None
             leaf.tensor = None
         for v in reversed(self._views):
-            try:
+            with contextlib.suppress(BufferError):  # still exported to a tensor the caller holds
                 v.release()
-            except BufferError:  # still exported to a tensor the caller holds
-                pass
         self._views.clear()
         for m in self._maps:
-            try:
+            with contextlib.suppress(BufferError):  # a tensor made from it is still referenced
                 m.close()
-            except BufferError:  # a tensor made from it is still referenced by the caller
-                pass
         self._maps.clear()
 
 
@@ -125,7 +122,9 @@ def memory_side(obj: Any, label: str) -> Side:
     for key, v, is_tensor in walk(obj):
         if is_tensor:
             t = logical_bytes_tensor(v)
-            side.leaves[key] = Leaf(key, dtype_name(t.dtype), tuple(t.shape), t.numel() * t.element_size(), tensor=t)
+            side.leaves[key] = Leaf(
+                key, dtype_name(t.dtype), tuple(t.shape), t.numel() * t.element_size(), tensor=t
+            )
         else:
             side.values[key] = v
     return side
@@ -167,7 +166,9 @@ def _check_problems(path: str, problems: list[Any], side: Side) -> None:
         if q.kind in _BENIGN_PROBLEMS:
             side.warnings.append(f"{path}: {q}")
         else:
-            raise InputError(path, q.offset, f"a readable checkpoint; found {q.kind}: {q.message} (see 'fastckpt verify')")
+            raise InputError(
+                path, q.offset, f"a readable checkpoint; found {q.kind}: {q.message} (see 'fastckpt verify')"
+            )
 
 
 def _add_file(fmts: Any, path: str, side: Side, where: str) -> str:
@@ -175,7 +176,11 @@ def _add_file(fmts: Any, path: str, side: Side, where: str) -> str:
     if layout.format in ("opaque", "zip") and not layout.tensors:
         if where:  # a folder may hold other files
             return str(layout.format)
-        raise InputError(path, None, f"a checkpoint (torch.save, safetensors, DCP, sharded folder); found {layout.format} data")
+        raise InputError(
+            path,
+            None,
+            f"a checkpoint (torch.save, safetensors, DCP, sharded folder); found {layout.format} data",
+        )
     _check_problems(path, layout.problems, side)
     if layout.unsafe_globals:
         side.warnings.append(f"{path}: pickle references {', '.join(layout.unsafe_globals)} (never executed)")

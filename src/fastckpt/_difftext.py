@@ -70,7 +70,17 @@ def _row(t: TensorChange) -> list[str]:
     ]
 
 
-HEADER = ["status", "key", "dtype/shape", "diff el.", "max|B-A|", "max rel", "|B-A|/|A|", "max ULP", "NaN/Inf +/-"]
+HEADER = [
+    "status",
+    "key",
+    "dtype/shape",
+    "diff el.",
+    "max|B-A|",
+    "max rel",
+    "|B-A|/|A|",
+    "max ULP",
+    "NaN/Inf +/-",
+]
 
 
 def table(rows: list[list[str]], header: list[str]) -> list[str]:
@@ -124,7 +134,11 @@ def format_report(r: DiffReport, limit: int = 50) -> str:
     for w in r.warnings:
         out.append(f"warning: {w}")
     s = r.summary()
-    parts = [f"{s[k]} {k.replace('_', ' ')}" for k in ("equal", "different", "renamed", "only_a", "only_b", "dtype_changed", "shape_changed") if s[k]]
+    parts = [
+        f"{s[k]} {k.replace('_', ' ')}"
+        for k in ("equal", "different", "renamed", "only_a", "only_b", "dtype_changed", "shape_changed")
+        if s[k]
+    ]
     if s["within_tolerance"]:
         parts.append(f"{s['within_tolerance']} within tolerance")
     if s["values_different"]:

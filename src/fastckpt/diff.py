@@ -129,7 +129,9 @@ class DiffReport:
 
     @property
     def identical(self) -> bool:
-        return all(t.status == "equal" for t in self.tensors) and all(v.status == "equal" for v in self.values)
+        return all(t.status == "equal" for t in self.tensors) and all(
+            v.status == "equal" for v in self.values
+        )
 
     @property
     def ok(self) -> bool:
@@ -171,7 +173,9 @@ class DiffReport:
         counts = {s: 0 for s in STATUSES}
         for t in self.tensors:
             counts[t.status] += 1
-        counts["within_tolerance"] = sum(1 for t in self.tensors if t.status != "equal" and t.within_tolerance)
+        counts["within_tolerance"] = sum(
+            1 for t in self.tensors if t.status != "equal" and t.within_tolerance
+        )
         counts["values_different"] = sum(1 for v in self.values if v.status != "equal")
         return counts
 
@@ -201,7 +205,14 @@ class DiffReport:
     def sorted_changes(self) -> list[TensorChange]:
         """Changed entries (renames of equal tensors are summarized by their rules instead),
         structural changes first, then by largest relative change."""
-        rank = {"only_a": 0, "only_b": 0, "dtype_changed": 0, "shape_changed": 0, "renamed": 1, "different": 2}
+        rank = {
+            "only_a": 0,
+            "only_b": 0,
+            "dtype_changed": 0,
+            "shape_changed": 0,
+            "renamed": 1,
+            "different": 2,
+        }
 
         def key(t: TensorChange) -> tuple[int, float, float]:
             rel = t.rel_change if t.rel_change is not None else -1.0
@@ -209,7 +220,11 @@ class DiffReport:
             return (rank.get(t.status, 3), -_sortable(rel), -_sortable(mx))
 
         return sorted(
-            (t for t in self.tensors if t.status != "equal" and not (t.status == "renamed" and t.content_equal)),
+            (
+                t
+                for t in self.tensors
+                if t.status != "equal" and not (t.status == "renamed" and t.content_equal)
+            ),
             key=key,
         )
 
@@ -258,7 +273,7 @@ def _bitwise_equal(va: Any, vb: Any) -> bool:
     if type(va) is not type(vb):
         return False
     if isinstance(va, (list, tuple)):
-        return len(va) == len(vb) and all(_bitwise_equal(x, y) for x, y in zip(va, vb))
+        return len(va) == len(vb) and all(_bitwise_equal(x, y) for x, y in zip(va, vb, strict=False))
     if isinstance(va, dict):
         return va.keys() == vb.keys() and all(_bitwise_equal(va[k], vb[k]) for k in va)
     try:
@@ -277,7 +292,7 @@ def _within(va: Any, vb: Any, atol: float | None, rtol: float | None) -> bool:
         d = abs(vb - va)
         return (atol is not None and d <= atol) or (rtol is not None and d <= rtol * abs(va))
     if isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)) and len(va) == len(vb):
-        return all(_bitwise_equal(x, y) or _within(x, y, atol, rtol) for x, y in zip(va, vb))
+        return all(_bitwise_equal(x, y) or _within(x, y, atol, rtol) for x, y in zip(va, vb, strict=False))
     return False
 
 
@@ -327,7 +342,9 @@ def _leaf_digest(leaf: Leaf) -> int:
         from .digest import DEFAULT_LEAF_SIZE, _digest_from_leaves
 
         leaves = _native.leaf_digests(leaf.buffer, DEFAULT_LEAF_SIZE, 0)
-        leaf.digest = _digest_from_leaves(leaves, DEFAULT_LEAF_SIZE, leaf.nbytes, leaf.dtype, leaf.shape).value
+        leaf.digest = _digest_from_leaves(
+            leaves, DEFAULT_LEAF_SIZE, leaf.nbytes, leaf.dtype, leaf.shape
+        ).value
     else:
         from .digest import hash_tensor
 
@@ -401,7 +418,9 @@ def _run_pairs(
         _fill_stats(t, st, atol, rtol)
         progress(la.nbytes + lb.nbytes)
 
-    host = sorted((j for j in jobs if j[1].device == "cpu" and j[2].device == "cpu"), key=lambda j: -j[1].nbytes)
+    host = sorted(
+        (j for j in jobs if j[1].device == "cpu" and j[2].device == "cpu"), key=lambda j: -j[1].nbytes
+    )
     device = [j for j in jobs if not (j[1].device == "cpu" and j[2].device == "cpu")]
     for j in device:
         one(j)
@@ -490,7 +509,9 @@ def _diff_sides(
     if only_a and only_b:
         da = {k: _leaf_digest(sa.leaves[k]) for k in only_a}
         db = {k: _leaf_digest(sb.leaves[k]) for k in only_b}
-        report.bytes_read += sum(sa.leaves[k].nbytes for k in only_a) + sum(sb.leaves[k].nbytes for k in only_b)
+        report.bytes_read += sum(sa.leaves[k].nbytes for k in only_a) + sum(
+            sb.leaves[k].nbytes for k in only_b
+        )
 
         def compatible(ka: str, kb: str) -> bool:
             la, lb = sa.leaves[ka], sb.leaves[kb]
@@ -510,7 +531,9 @@ def _diff_sides(
             entries[key] = TensorChange(key, "only_a", dtype=la.dtype, shape=la.shape, numel=la.numel)
             continue
         lb = sb.leaves[kb]
-        t = TensorChange(key, "renamed", key_b=kb, dtype=la.dtype, dtype_b=lb.dtype, shape=la.shape, shape_b=lb.shape)
+        t = TensorChange(
+            key, "renamed", key_b=kb, dtype=la.dtype, dtype_b=lb.dtype, shape=la.shape, shape_b=lb.shape
+        )
         entries[key] = t
         if renames is not None and key in renames.equal_pairs:
             t.content_equal, t.numel, t.n_different, t.rel_change = True, la.numel, 0, 0.0
@@ -519,7 +542,9 @@ def _diff_sides(
     b_only_keys = [k for k in only_b if k not in paired_b]
     for key in b_only_keys:
         lb = sb.leaves[key]
-        entries[f"\0b:{key}"] = TensorChange(key, "only_b", dtype_b=lb.dtype, shape_b=lb.shape, numel=lb.numel)
+        entries[f"\0b:{key}"] = TensorChange(
+            key, "only_b", dtype_b=lb.dtype, shape_b=lb.shape, numel=lb.numel
+        )
 
     total = sum(la.nbytes + lb.nbytes for _, la, lb in jobs)
     from ._progress import Progress

@@ -30,10 +30,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("a", help="checkpoint A (the reference)")
     p.add_argument("b", help="checkpoint B")
-    p.add_argument("--atol", type=_tolerance, default=None, metavar="X", help="absolute tolerance for differences")
-    p.add_argument("--rtol", type=_tolerance, default=None, metavar="Y", help="relative tolerance for differences")
+    p.add_argument(
+        "--atol", type=_tolerance, default=None, metavar="X", help="absolute tolerance for differences"
+    )
+    p.add_argument(
+        "--rtol", type=_tolerance, default=None, metavar="Y", help="relative tolerance for differences"
+    )
     p.add_argument("--html", default=None, metavar="FILE", help="also write a self-contained HTML report")
-    p.add_argument("--limit", type=int, default=50, metavar="N", help="rows in the text table (0: all; default 50)")
+    p.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="rows in the text table (0: all; default 50)"
+    )
     p.add_argument("--threads", type=int, default=0, help="worker threads (default: all cores)")
     add_json_flag(p)
     add_quiet_flag(p)
