@@ -51,7 +51,7 @@ def _e(s: object) -> str:
 def chart_svg(tensors: list[TensorChange], width: int = 1100, height: int = 320) -> str:
     """Bars of ||B-A||/||A|| per tensor in model order, on a log axis. Equal tensors get a short
     grey tick on the baseline; tensors without a value (one side only, dtype or shape change)
-    get a full-height hatched mark in their status colour."""
+    get a full-height faded bar in their status colour; infinite values a full bar and a marker."""
     left, right, top, bottom = 64, 16, 16, 40
     pw, ph = width - left - right, height - top - bottom
     n = max(len(tensors), 1)
@@ -101,6 +101,13 @@ def chart_svg(tensors: list[TensorChange], width: int = 1100, height: int = 320)
             f'<rect class="bar" data-key="{_e(key)}" data-status="{_e(t.status)}" x="{x:.2f}" y="{y:.2f}" '
             f'width="{w:.2f}" height="{h:.2f}" fill="{color}"{extra}><title>{_e(tip)}</title></rect>'
         )
+        if v is not None and not math.isfinite(v):
+            # Off the scale (A is zero, or NaN/Inf appeared): a marker above the bar.
+            cx = x + w / 2
+            parts.append(
+                f'<path class="off-scale" d="M{cx - 4:.2f} {top - 2} L{cx + 4:.2f} {top - 2} L{cx:.2f} {top + 5}Z" '
+                f'fill="#1f2933"><title>{_e(tip)}</title></path>'
+            )
     step = max(1, math.ceil(n / 12))
     for i in range(0, len(tensors), step):
         x = left + (i + 0.5) * bw
