@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         say(f"1. wrote sample checkpoint: {path}\n   {what}, {clean.nbytes} bytes")
         say(f"2. hashed it: {len(clean.leaves)} leaves of {clean.leaf_size} bytes, digest {clean.hex()}")
         offset = clean.nbytes // 2 + 12345
+        before = os.path.join(folder, "before_corruption.pt")
+        shutil.copyfile(path, before)
         with open(path, "r+b") as f:  # our own temporary file, never a user's
             f.seek(offset)
             byte = f.read(1)[0]
@@ -68,6 +71,16 @@ def run(args: argparse.Namespace) -> int:
             lo = i * clean.leaf_size
             hi = min(lo + clean.leaf_size, clean.nbytes)
             say(f"4. damaged leaf {i}: bytes [{lo}, {hi}) -- the flip is inside it")
+        if what.startswith("torch.save"):
+            from ..diff import diff
+
+            changed = [t for t in diff(before, path).tensors if t.status != "equal"]
+            report["diff"] = [{"key": t.key, "first_diff_index": t.first_diff_index} for t in changed]
+            for t in changed:
+                say(
+                    f"5. fastckpt diff before/after: {t.key} differs at element {t.first_diff_index} "
+                    f"(max |B-A| {t.max_abs_diff:.3g})"
+                )
         report.update(
             path=path,
             size=clean.nbytes,
@@ -85,6 +98,4 @@ def run(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"kept {folder}")
         else:
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)
