@@ -90,10 +90,11 @@ def chart_svg(tensors: list[TensorChange], width: int = 1100, height: int = 320)
         key = t.key if t.status != "renamed" else f"{t.key} -> {t.key_b}"
         tip = f"{key}: {label}, |B-A|/|A| = {fmt_num(t.rel_change)}"
         v = t.rel_change
+        h: float
         if v is None:
-            y, h, extra = top, ph, ' fill-opacity="0.35"'
+            y, h, extra = float(top), float(ph), ' fill-opacity="0.35"'
         elif v == 0:
-            y, h, extra = base - 3, 3, ""
+            y, h, extra = base - 3.0, 3.0, ""
         else:
             y = y_of(v)
             h, extra = max(base - y, 1.0), ""
