@@ -15,8 +15,15 @@ import sys
 
 import numpy as np
 import xxhash
-from _util import hot_file, machine_description, median_process_seconds, median_seconds, warm_buffer, write_json
 
+from _util import (
+    hot_file,
+    machine_description,
+    median_process_seconds,
+    median_seconds,
+    warm_buffer,
+    write_json,
+)
 from fastckpt import _native
 
 
@@ -53,7 +60,6 @@ def main() -> int:
     from _util import print_table
 
     print_table(f"Warm buffer of {args.size_gib:g} GiB", rows, machine)
-    del buf, words
 
     size = int(args.file_gib * (1 << 30))
     path = hot_file(args.file, size)

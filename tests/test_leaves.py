@@ -118,6 +118,6 @@ def test_hypothesis_one_bit_flip_changes_exactly_one_leaf(data: bytes, pos: int,
     flipped[pos] ^= 1 << bit
     a = fastckpt.hash_bytes(data, leaf_size=256)
     b = fastckpt.hash_bytes(bytes(flipped), leaf_size=256)
-    diff = [i for i, (x, y) in enumerate(zip(a.leaves, b.leaves)) if x != y]
+    diff = [i for i, (x, y) in enumerate(zip(a.leaves, b.leaves, strict=True)) if x != y]
     assert diff == [pos // 256]
     assert a.value != b.value

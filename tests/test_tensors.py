@@ -115,7 +115,7 @@ def test_rejected_layouts_have_clear_messages() -> None:
         fastckpt.hash_tensor(torch.eye(3).to_sparse())
     with pytest.raises(fastckpt.UsageError, match="meta tensor"):
         fastckpt.hash_tensor(torch.empty(3, device="meta"))
-    with pytest.raises(fastckpt.UsageError, match="expected a torch.Tensor"):
+    with pytest.raises(fastckpt.UsageError, match=r"expected a torch\.Tensor"):
         fastckpt.hash_tensor([1, 2, 3])  # type: ignore[arg-type]
 
 

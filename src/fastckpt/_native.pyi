@@ -1,5 +1,6 @@
 """Type stubs for the private native module. Checked with `mypy --strict` in tests/test_stubs.py."""
 
+from collections.abc import Sequence
 from typing import TypedDict
 
 from typing_extensions import Buffer
@@ -25,6 +26,14 @@ def cuda_status() -> CudaStatus: ...
 # ---- bitwise diff ----
 
 # ---- zip CRC-32 ----
+
+def crc32(data: Buffer, value: int = 0, *, threads: int = 0, isa: str = "") -> int: ...
+def crc32_ranges(
+    data: Buffer, offsets: Sequence[int], lengths: Sequence[int], *, threads: int = 0, isa: str = ""
+) -> list[int]: ...
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int: ...
+def crc32_isas() -> list[str]: ...
+def crc32_default_isa() -> str: ...
 
 # ---- Reed-Solomon parity ----
 

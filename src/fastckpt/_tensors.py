@@ -61,7 +61,7 @@ def state_dict_leaf_digests(
     if on_gpu and cuda_usable():
         from ._cuda import cuda_leaf_digests
 
-        for i, res in zip(on_gpu, cuda_leaf_digests([dense[i] for i in on_gpu], leaf_size)):
+        for i, res in zip(on_gpu, cuda_leaf_digests([dense[i] for i in on_gpu], leaf_size), strict=True):
             results[i] = res
     for i, t in enumerate(dense):
         if results[i] is None:

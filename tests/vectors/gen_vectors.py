@@ -8,11 +8,10 @@ them without the file. Run `python tests/vectors/gen_vectors.py` to regenerate a
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import pathlib
 import sys
-
-import importlib.util
 
 HERE = pathlib.Path(__file__).resolve().parent
 # Load the reference module by path: it must not need the compiled package (nor the package itself).

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             f.seek(offset)
             f.write(bytes([byte ^ 0x10]))
         damaged = hash_file(path)
-        bad = [i for i, (a, b) in enumerate(zip(clean.leaves, damaged.leaves)) if a != b]
+        bad = [i for i, (a, b) in enumerate(zip(clean.leaves, damaged.leaves, strict=True)) if a != b]
         say(f"3. flipped one bit at offset {offset}; digest is now {damaged.hex()}")
         for i in bad:
             lo = i * clean.leaf_size
