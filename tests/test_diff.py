@@ -439,3 +439,39 @@ def test_diff_reports_exactly_the_changed_keys(sd, data) -> None:
 def test_fastckpt_namespace() -> None:
     assert fastckpt.diff is diff
     assert os.path.basename(fastckpt.diff.__module__.replace(".", "/")) == "diff"
+
+
+def test_sidecar_digests_skip_reading_equal_tensors(tmp_path, monkeypatch) -> None:
+    protect = pytest.importorskip("fastckpt.protect")
+    from fastckpt import _diffkernel
+
+    a = sample_sd()
+    b = clone(a)
+    b["layers.1.bias"][0] += 1
+    pa, pb = save_pt(tmp_path, "a.pt", a), save_pt(tmp_path, "b.pt", b)
+    full = diff(pa, pb)
+    for p in (pa, pb):
+        protect.protect_file(p)
+    compared: list[str] = []
+    real = _diffkernel.compare_buffers
+
+    def spy(x, y, dtype, shape):
+        compared.append(dtype)
+        return real(x, y, dtype, shape)
+
+    monkeypatch.setattr(_diffkernel, "compare_buffers", spy)
+    r = diff(pa, pb)
+    assert sorted(r.sidecars) == sorted([pa, pb])
+    assert [t.key for t in r.tensors if t.status != "equal"] == ["layers.1.bias"]
+    assert len(compared) == 1  # only the pair whose digests differ was read
+    assert r.bytes_read < full.bytes_read
+    assert [t.to_json() for t in r.tensors] == [t.to_json() for t in full.tensors]
+    # --no-sidecar / sidecars=False reads everything
+    compared.clear()
+    assert not diff(pa, pb, sidecars=False).sidecars
+    assert len(compared) == len(a)
+    # a file newer than its sidecar is not trusted
+    os.utime(pb, (os.path.getmtime(pb) + 100, os.path.getmtime(pb) + 100))
+    compared.clear()
+    r = diff(pa, pb)
+    assert r.sidecars == [pa] and len(compared) == len(a)

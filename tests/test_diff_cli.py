@@ -75,7 +75,9 @@ def test_different_exit_1_json_contract(cli, pair) -> None:
     assert t["shape"] == [16, 16] and t["dtype"] == "float32"
     assert by_key["model.layers.0.weight"]["status"] == "equal"
     assert out["summary"]["different"] == 3 and out["summary"]["values_different"] == 1
-    assert out["values"] == [{"key": "step", "status": "different", "a": 1, "b": 2, "within_tolerance": False}]
+    assert out["values"] == [
+        {"key": "step", "status": "different", "a": 1, "b": 2, "within_tolerance": False}
+    ]
 
 
 def test_text_table_sorted_by_relative_change(cli, pair) -> None:
@@ -83,7 +85,12 @@ def test_text_table_sorted_by_relative_change(cli, pair) -> None:
     r = cli(["diff", a, b])
     assert r.returncode == 1
     lines = r.stdout.splitlines()
-    order = [i for k in ("layers.3.weight", "layers.4.weight", "layers.1.weight") for i, ln in enumerate(lines) if k in ln]
+    order = [
+        i
+        for k in ("layers.3.weight", "layers.4.weight", "layers.1.weight")
+        for i, ln in enumerate(lines)
+        if k in ln
+    ]
     assert order == sorted(order) and len(order) == 3
     assert "result: DIFFERENT" in r.stdout
     assert "step: 1 -> 2" in r.stdout
@@ -126,7 +133,14 @@ def test_renames_in_json(cli, tmp_path) -> None:
 def test_nested_keys_are_dotted(cli, tmp_path) -> None:
     opt = {"state": {0: {"exp_avg": torch.zeros(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
     opt_b = {"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 0.2, "params": [0]}]}
-    r = cli(["diff", write(tmp_path, "a.pt", {"optimizer": opt}), write(tmp_path, "b.pt", {"optimizer": opt_b}), "--json"])
+    r = cli(
+        [
+            "diff",
+            write(tmp_path, "a.pt", {"optimizer": opt}),
+            write(tmp_path, "b.pt", {"optimizer": opt_b}),
+            "--json",
+        ]
+    )
     out = json.loads(r.stdout)
     assert [(t["key"], t["status"]) for t in out["tensors"]] == [("optimizer.state.0.exp_avg", "different")]
     assert {v["key"]: v["status"] for v in out["values"]} == {
@@ -166,14 +180,23 @@ def test_quiet_and_json_keep_stderr_clean(cli, pair) -> None:
 
 
 def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome", "headless_shell"):
+    for name in (
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+        "chrome",
+        "headless_shell",
+    ):
         path = shutil.which(name)
         if path:
             return path
     return None
 
 
-needs_browser = pytest.mark.skipif(chromium() is None, reason="no Chromium binary (scripts/install_test_tools.sh installs one)")
+needs_browser = pytest.mark.skipif(
+    chromium() is None, reason="no Chromium binary (scripts/install_test_tools.sh installs one)"
+)
 
 
 def run_browser(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -288,7 +311,12 @@ def test_html_report_in_chromium(cli, pair, tmp_path) -> None:
     assert [b["data-status"] for b in s.bars].count("different") == 3
     # bar heights follow the relative change: 1e-1 > 1e-3 > 1e-5
     heights = {b["data-key"]: float(b["height"]) for b in s.bars}
-    assert heights["model.layers.3.weight"] > heights["model.layers.4.weight"] > heights["model.layers.1.weight"] > 0
+    assert (
+        heights["model.layers.3.weight"]
+        > heights["model.layers.4.weight"]
+        > heights["model.layers.1.weight"]
+        > 0
+    )
     assert s.rows["changes"] == 1 + 3 and s.rows["tensors"] == 1 + 7
     assert s.scripts == 0 and s.external == []
     assert "different" in " ".join(s.text)

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 
+def has_float_stats(dtype: str) -> bool:
+    """Whether the comparison reports ULP distances for this dtype."""
+    return dtype in FLOAT_DTYPES
+
+
 @dataclass
 class PairStats:
     """Statistics of B - A for one pair (docs/DIFF_SEMANTICS.md)."""

@@ -66,6 +66,7 @@ class Side:
     inexact: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)  # safetensors __metadata__ (not compared)
+    sidecar_files: list[str] = field(default_factory=list)  # files whose tensor digests came from sidecars
     path: str | None = None
     _maps: list[mmap.mmap] = field(default_factory=list, repr=False)
     _views: list[memoryview] = field(default_factory=list, repr=False)
@@ -133,12 +134,12 @@ def memory_side(obj: Any, label: str) -> Side:
 # ---- files -------------------------------------------------------------------------------------
 
 
-def file_side(path: str) -> Side:
+def file_side(path: str, use_sidecars: bool = True) -> Side:
     from . import formats
 
     if not os.path.exists(path):
         raise InputError(path, None, "no such file or directory")
-    return _layout_side(formats, path)
+    return _layout_side(formats, path, use_sidecars)
 
 
 # Reader problems that leave the tensors' bytes trustworthy (we never execute pickles).
@@ -147,18 +148,48 @@ _BENIGN_PROBLEMS = ("unsafe-pickle", "extra-file", "bad-crc", "other")
 METADATA_PREFIX = "__metadata__."
 
 
-def _layout_side(fmts: Any, path: str) -> Side:
+def _layout_side(fmts: Any, path: str, use_sidecars: bool) -> Side:
     if os.path.isdir(path):
         dl = fmts.read_dir_layout(path)
         side = Side(label=path, format=dl.format, path=path)
         _check_problems(path, dl.problems, side)
         files = [f for f in dl.files if not f.endswith(".index.json") and os.path.basename(f) != ".metadata"]
         for rel in files:
-            _add_file(fmts, os.path.join(path, rel), side, rel + ":")
+            _add_file(fmts, os.path.join(path, rel), side, rel + ":", use_sidecars)
         return side
     side = Side(label=path, format="", path=path)
-    side.format = _add_file(fmts, path, side, "")
+    side.format = _add_file(fmts, path, side, "", use_sidecars)
     return side
+
+
+def sidecar_digests(path: str, size: int) -> dict[tuple[str, int, int], int]:
+    """(key, offset, nbytes) -> v1 tensor digest, from the sidecar `protect` wrote beside the file.
+
+    Used only when the sidecar is current: it records the file's size, it is not older than the
+    file, its leaf size is the default one (digests must match those computed here), and the
+    entry is a v1 tensor digest (not a raw byte range). A file damaged in place after `protect`
+    without a change of size or time is not detected here; that is `fastckpt verify`'s job.
+    """
+    try:
+        from .digest import DEFAULT_LEAF_SIZE
+        from .sidecar import read_sidecar, sidecar_path_for
+    except ImportError:  # pragma: no cover - the sidecar module ships with fastckpt
+        return {}
+    spath = sidecar_path_for(path)
+    try:
+        if os.path.getmtime(spath) < os.path.getmtime(path):
+            return {}
+        sc = read_sidecar(spath)
+    except (OSError, InputError):
+        return {}
+    m = sc.manifest
+    if getattr(m, "file_size", None) != size or getattr(m, "leaf_size", None) != DEFAULT_LEAF_SIZE:
+        return {}
+    try:
+        entries = m.tensor_entries()  # type: ignore[union-attr]
+    except InputError:
+        return {}
+    return {(e.key, e.offset, e.nbytes): e.digest for e in entries if not e.raw_range}
 
 
 def _check_problems(path: str, problems: list[Any], side: Side) -> None:
@@ -171,7 +202,7 @@ def _check_problems(path: str, problems: list[Any], side: Side) -> None:
             )
 
 
-def _add_file(fmts: Any, path: str, side: Side, where: str) -> str:
+def _add_file(fmts: Any, path: str, side: Side, where: str, use_sidecars: bool) -> str:
     layout = fmts.read_layout(path, check_crc=False)
     if layout.format in ("opaque", "zip") and not layout.tensors:
         if where:  # a folder may hold other files
@@ -191,6 +222,9 @@ def _add_file(fmts: Any, path: str, side: Side, where: str) -> str:
             side.values[key], exact = parse_repr(v)
             if not exact:
                 side.inexact.add(key)
+    known = sidecar_digests(path, layout.size) if use_sidecars and layout.tensors else {}
+    if known:
+        side.sidecar_files.append(path)
     spans = [t for t in layout.tensors if t.nbytes > 0]
     mm = _map(path, layout.size) if spans else None
     if mm is not None:
@@ -213,6 +247,8 @@ def _add_file(fmts: Any, path: str, side: Side, where: str) -> str:
             assert view is not None
             leaf.buffer = view[t.offset : t.offset + nbytes]
             side._views.append(leaf.buffer)
+            if nbytes == t.nbytes:
+                leaf.digest = known.get((t.key, t.offset, t.nbytes))
         else:
             assert view is not None
             leaf.tensor = _strided_tensor(view[t.offset : t.offset + t.nbytes], t)
@@ -254,9 +290,9 @@ def _strided_tensor(buf: memoryview, span: Any) -> torch.Tensor:
     return flat.as_strided(span.shape, span.stride, 0).contiguous()
 
 
-def open_side(obj: Any, label: str) -> Side:
+def open_side(obj: Any, label: str, use_sidecars: bool = True) -> Side:
     if isinstance(obj, (str, os.PathLike)):
-        return file_side(os.fspath(obj))
+        return file_side(os.fspath(obj), use_sidecars)
     return memory_side(obj, label)
 
 

@@ -124,6 +124,7 @@ class DiffReport:
     mapping: dict[str, str] = field(default_factory=dict)  # B key -> A key
     ambiguous: list[tuple[list[str], list[str]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    sidecars: list[str] = field(default_factory=list)  # files whose tensor digests came from sidecars
     bytes_read: int = 0
     seconds: float = 0.0
 
@@ -198,6 +199,7 @@ class DiffReport:
             "compat": self.compat,
             "ambiguous": [{"keys_a": ka, "keys_b": kb} for ka, kb in self.ambiguous],
             "warnings": list(self.warnings),
+            "sidecars": list(self.sidecars),
             "bytes_read": self.bytes_read,
             "seconds": round(self.seconds, 6),
         }
@@ -369,7 +371,25 @@ def _compare_leaves(la: Leaf, lb: Leaf) -> Any:
     return _diffkernel.compare_tensors(ta, tb)
 
 
+def _set_equal(t: TensorChange, numel: int, dtype: str) -> None:
+    """The statistics of a bitwise-equal pair, whether it was read or its digests matched."""
+    from ._diffkernel import has_float_stats
+
+    t.numel, t.n_different, t.first_diff_index = numel, 0, None
+    t.max_abs_diff = t.max_rel_diff = t.mean_abs_diff = t.rms_diff = t.rel_change = 0.0
+    t.nan_inf_introduced = t.nan_inf_removed = 0
+    t.max_ulp = 0 if has_float_stats(dtype) else None
+    if t.status == "renamed":
+        t.content_equal = True
+        t.within_tolerance = False  # a rename is a difference
+    else:
+        t.within_tolerance = True
+
+
 def _fill_stats(t: TensorChange, st: Any, atol: float | None, rtol: float | None) -> None:
+    if st.equal:
+        _set_equal(t, st.n_elements, t.dtype or "")
+        return
     t.numel = st.n_elements
     t.n_different = st.n_different
     t.first_diff_index = st.first_diff_index
@@ -380,16 +400,12 @@ def _fill_stats(t: TensorChange, st: Any, atol: float | None, rtol: float | None
     t.nan_inf_introduced = st.nan_inf_introduced
     t.nan_inf_removed = st.nan_inf_removed
     t.max_ulp = st.max_ulp
-    if st.equal:
-        t.rel_change = 0.0
-    elif st.nan_inf_introduced or st.nan_inf_removed:
+    if st.nan_inf_introduced or st.nan_inf_removed:
         t.rel_change = math.inf  # ||B-A|| is not finite
     elif st.rms_diff is not None and st.norm_a is not None:
         diff_norm = st.rms_diff * math.sqrt(st.n_elements)
         t.rel_change = diff_norm / st.norm_a if st.norm_a > 0 else (math.inf if diff_norm > 0 else 0.0)
-    if st.equal:
-        t.within_tolerance = True
-    elif t.status == "different" and (atol is not None or rtol is not None):
+    if t.status == "different" and (atol is not None or rtol is not None):
         t.within_tolerance = (
             not st.nan_inf_introduced
             and not st.nan_inf_removed
@@ -457,21 +473,24 @@ def diff(
     rtol: float | None = None,
     threads: int = 0,
     progress: bool = False,
+    sidecars: bool = True,
 ) -> DiffReport:
     """Compare two checkpoints or state_dicts.
 
     `a` and `b` are each a path (any supported format; the two may differ) or an in-memory
     state_dict, possibly nested (model + optimizer + scheduler + step), with tensors on the CPU
     or a GPU. GPU tensors are compared on their device; no tensor bytes go to the host.
-    `atol`/`rtol` classify differing tensors and numbers as within tolerance (docs/DIFF_SEMANTICS.md).
+    `atol`/`rtol` classify differing tensors and numbers as within tolerance (docs/CLI.md, "diff").
+    With `sidecars`, tensor digests recorded by `fastckpt protect` in a current sidecar are used:
+    a pair whose digests are equal is reported equal without reading its bytes.
     """
     for name, tol in (("atol", atol), ("rtol", rtol)):
         if tol is not None and (not isinstance(tol, (int, float)) or not tol >= 0):
             raise UsageError(f"{name} must be a non-negative number, got {tol!r}")
     t0 = time.perf_counter()
-    sa = open_side(a, "<state_dict A>")
+    sa = open_side(a, "<state_dict A>", sidecars)
     try:
-        sb = open_side(b, "<state_dict B>")
+        sb = open_side(b, "<state_dict B>", sidecars)
         try:
             return _diff_sides(sa, sb, atol, rtol, threads, progress, t0)
         finally:
@@ -485,6 +504,11 @@ def _diff_sides(
 ) -> DiffReport:
     report = DiffReport(sa.label, sb.label, sa.format, sb.format, atol, rtol)
     report.warnings += [f"A: {w}" for w in sa.warnings] + [f"B: {w}" for w in sb.warnings]
+    report.sidecars = sa.sidecar_files + sb.sidecar_files
+    if sa.metadata != sb.metadata and sa.metadata and sb.metadata:
+        report.warnings.append(
+            f"safetensors metadata differs: {sa.metadata!r} vs {sb.metadata!r} (not compared)"
+        )
     entries: dict[str, TensorChange] = {}
     jobs: list[tuple[TensorChange, Leaf, Leaf]] = []
 
@@ -499,7 +523,7 @@ def _diff_sides(
         elif la.shape != lb.shape:
             t.status = "shape_changed"
         elif la.digest is not None and la.digest == lb.digest:
-            t.numel, t.n_different, t.rel_change, t.within_tolerance = la.numel, 0, 0.0, True
+            _set_equal(t, la.numel, la.dtype)
         else:
             jobs.append((t, la, lb))
 
@@ -536,7 +560,7 @@ def _diff_sides(
         )
         entries[key] = t
         if renames is not None and key in renames.equal_pairs:
-            t.content_equal, t.numel, t.n_different, t.rel_change = True, la.numel, 0, 0.0
+            _set_equal(t, la.numel, la.dtype)
         else:
             jobs.append((t, la, lb))
     b_only_keys = [k for k in only_b if k not in paired_b]

@@ -41,6 +41,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--limit", type=int, default=50, metavar="N", help="rows in the text table (0: all; default 50)"
     )
     p.add_argument("--threads", type=int, default=0, help="worker threads (default: all cores)")
+    p.add_argument(
+        "--no-sidecar",
+        action="store_true",
+        help="ignore tensor digests recorded by 'fastckpt protect' (read and compare every tensor)",
+    )
     add_json_flag(p)
     add_quiet_flag(p)
     return p
@@ -56,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         rtol=args.rtol,
         threads=args.threads,
         progress=not (args.quiet or args.json),
+        sidecars=not args.no_sidecar,
     )
     if args.html:
         from .._diffhtml import write_html
