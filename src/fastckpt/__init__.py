@@ -18,6 +18,8 @@ from .digest import (
     hash_tensor,
 )
 from .errors import FastckptError, InputError, UsageError
+from .optimizer_check import OptimizerReport, check_optimizer_state
+from .tensordiff import TensorDiff, compare_buffers, compare_many, compare_tensors
 
 __version__ = "0.1.0"
 
@@ -27,10 +29,16 @@ __all__ = [
     "Digest",
     "FastckptError",
     "InputError",
+    "OptimizerReport",
     "StateDictDigest",
+    "TensorDiff",
     "UsageError",
     "__version__",
     "backends",
+    "check_optimizer_state",
+    "compare_buffers",
+    "compare_many",
+    "compare_tensors",
     "diff",
     "hash_bytes",
     "hash_file",
