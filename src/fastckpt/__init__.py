@@ -7,6 +7,7 @@ the functions that take tensors, and CUDA is never initialized at import.
 from __future__ import annotations
 
 from ._backend import backends
+from .diff import DiffReport, diff
 from .digest import (
     DEFAULT_LEAF_SIZE,
     Digest,
@@ -18,20 +19,27 @@ from .digest import (
 )
 from .errors import FastckptError, InputError, UsageError
 from .optimizer_check import OptimizerReport, check_optimizer_state
+from .tensordiff import TensorDiff, compare_buffers, compare_many, compare_tensors
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LEAF_SIZE",
+    "DiffReport",
     "Digest",
     "FastckptError",
     "InputError",
     "OptimizerReport",
     "StateDictDigest",
+    "TensorDiff",
     "UsageError",
     "__version__",
     "backends",
     "check_optimizer_state",
+    "compare_buffers",
+    "compare_many",
+    "compare_tensors",
+    "diff",
     "hash_bytes",
     "hash_file",
     "hash_state_dict",

@@ -12,6 +12,19 @@ class CudaStatus(TypedDict):
     reason: str
     architectures: str
 
+class DiffStats(TypedDict):
+    n_elements: int
+    n_different: int
+    first_diff_index: int  # -1 when equal
+    float_stats: bool  # False: the float fields are zero and meaningless (bitwise-only dtype)
+    sum_abs_diff: float  # canonical-order float64 sums (docs/DIFF_SEMANTICS.md)
+    sum_sq_diff: float
+    max_abs_diff: float
+    max_rel_diff: float
+    max_ulp: int
+    nan_inf_introduced: int
+    nan_inf_removed: int
+
 def xxh3_64(data: Buffer) -> int: ...
 def xxh3_128(data: Buffer) -> int: ...
 def leaf_digests(data: Buffer, leaf_size: int = 65536, threads: int = 0, isa: str = "") -> bytes: ...
@@ -24,6 +37,9 @@ def default_isa() -> str: ...
 def cuda_status() -> CudaStatus: ...
 
 # ---- bitwise diff ----
+def diff_dtypes() -> dict[str, tuple[bool, int]]: ...
+def diff_buffers(a: Buffer, b: Buffer, dtype: str, threads: int = 0) -> DiffStats: ...
+def diff_buffers_at(a_address: int, b_address: int, nbytes: int, dtype: str, threads: int = 0) -> DiffStats: ...
 
 # ---- zip CRC-32 ----
 
@@ -45,3 +61,8 @@ def sumsq_sequence(
 # ---- Reed-Solomon parity ----
 
 # ---- CUDA entry points ----
+def cuda_leaf_digests(
+    tensors: Sequence[tuple[int, int]], leaf_size: int, device: int, stream: int
+) -> list[bytes]: ...
+def cuda_diff(pairs: Sequence[tuple[int, int, int, str]], device: int, stream: int) -> list[DiffStats]: ...
+def emulate_cuda_leaf_digests(data: Buffer, leaf_size: int = 65536) -> bytes: ...

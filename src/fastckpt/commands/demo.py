@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         clean = verify_path(path)
         say(f"3. verify: {'OK' if clean['ok'] else 'DAMAGED'} ({clean['leaves_checked']} leaves checked)")
         offset = prot.size // 2 + 12345
+        before = os.path.join(folder, "before_corruption.pt")
+        shutil.copyfile(path, before)
         with open(path, "r+b") as f:  # our own temporary file, never a user's
             f.seek(offset)
             byte = f.read(1)[0]
@@ -77,6 +80,16 @@ def run(args: argparse.Namespace) -> int:
             )
             say(f"5. verify: DAMAGED bytes [{d['offset']}, {d['offset'] + d['length']}): {hit}")
         bad = [d["offset"] // prot.leaf_size for d in damaged["damaged"]]
+        if what.startswith("torch.save"):
+            from ..diff import diff
+
+            changed = [t for t in diff(before, path).tensors if t.status != "equal"]
+            report["diff"] = [{"key": t.key, "first_diff_index": t.first_diff_index} for t in changed]
+            for t in changed:
+                say(
+                    f"   fastckpt diff before/after: {t.key} differs at element {t.first_diff_index} "
+                    f"(max |B-A| {t.max_abs_diff:.3g})"
+                )
         report.update(
             path=path,
             size=prot.size,
@@ -100,6 +113,4 @@ def run(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"kept {folder}")
         else:
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)
