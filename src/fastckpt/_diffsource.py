@@ -136,7 +136,16 @@ def memory_side(obj: Any, label: str) -> Side:
 
 def file_side(path: str, use_sidecars: bool = True) -> Side:
     from . import formats
+    from .remote import exists, is_url, isdir, local_path  # ---- remote storage (report issue)
 
+    path = local_path(path)
+    if is_url(path):
+        if not exists(path):
+            raise InputError(path, None, "an existing object, but there is none at this URL")
+        if isdir(path):
+            raise InputError(path, None, "a checkpoint object (folders are compared only when local)")
+        return _layout_side(formats, path, use_sidecars)
+    # ---- end remote storage
     if not os.path.exists(path):
         raise InputError(path, None, "no such file or directory")
     return _layout_side(formats, path, use_sidecars)
@@ -275,6 +284,10 @@ def parse_repr(r: Any) -> tuple[Any, bool]:
 
 
 def _map(path: str, size: int) -> mmap.mmap:
+    from .remote import fetch_to_memory, is_url  # ---- remote storage (report issue)
+
+    if is_url(path):
+        return fetch_to_memory(path, expected_size=size)  # type: ignore[no-any-return]
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size < size:
             raise InputError(path, None, f"{size} bytes (the file shrank while being read)")

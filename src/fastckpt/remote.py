@@ -309,6 +309,28 @@ def open_reader(url: str, *, concurrency: int = CONCURRENCY) -> RangeReader:
     return RangeReader(url, concurrency=concurrency)
 
 
+def fetch_to_memory(url: str, *, expected_size: int | None = None) -> Any:
+    """The whole object in an anonymous memory map (never on disk), filled by parallel ranged
+    reads; for consumers that need a mapping of the file (the diff reads tensors from one).
+    `expected_size`: raise InputError when the object is smaller (it changed since it was read)."""
+    import mmap
+
+    with open_reader(url) as r:
+        if expected_size is not None and r.size < expected_size:
+            raise InputError(url, r.size, f"{expected_size} bytes (the object shrank while being read)")
+        if r.size == 0:
+            return mmap.mmap(-1, 1)
+        mm = mmap.mmap(-1, r.size)
+        try:
+            ranges = [(o, min(CHUNK, r.size - o)) for o in range(0, r.size, CHUNK)]
+            for (o, n), data in zip(ranges, r.iter_ranges(ranges), strict=True):
+                mm[o : o + n] = data
+        except BaseException:
+            mm.close()
+            raise
+        return mm
+
+
 # ---------------------------------------------------------------------------------------------
 # Hashing
 # ---------------------------------------------------------------------------------------------

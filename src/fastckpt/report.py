@@ -111,7 +111,8 @@ def _sidecar_for(f: CheckpointFile, leaf_size: int | None, warnings: list[str]) 
             f"{spath}: sidecar describes {m.file_size} bytes, the file has {f.size}; hashing instead"
         )
         return None
-    if f.mtime is not None and s_mtime is not None and s_mtime + 1.0 < f.mtime:
+    # Object stores record upload times, not save times, so only local files are checked for age.
+    if not remote.is_url(f.path) and f.mtime is not None and s_mtime is not None and s_mtime + 1.0 < f.mtime:
         warnings.append(f"{spath}: sidecar is older than the file; hashing instead")
         return None
     if leaf_size is not None and m.leaf_size != leaf_size:
@@ -842,6 +843,10 @@ def build_report(
         raise UsageError(f"--save-seconds must be a positive number of seconds, got {save_seconds}")
     if not (price_usd_per_gb_month >= 0 and math.isfinite(price_usd_per_gb_month)):
         raise UsageError(f"--price must be a non-negative number, got {price_usd_per_gb_month}")
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        raise UsageError("fastckpt report needs numpy: pip install 'fastckpt[report]'") from None
     from ._progress import Progress
 
     run = os.fspath(run_dir)

@@ -275,7 +275,9 @@ def _print_file(d: dict[str, Any], max_keys: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = os.fspath(args.path)
+    from ..remote import local_path  # ---- remote storage (report issue): file:// URLs
+
+    path = local_path(os.fspath(args.path))
     if os.path.isdir(path):
         d = describe_dir(path, crc=args.crc, quiet=args.quiet or args.json)
         if args.json:
