@@ -173,3 +173,22 @@ def test_chromium_screenshot_shows_the_charts(report: dict, tmp_path) -> None:
     assert len(colours) > 60
     # The size chart's bar colour (#3b528b) is on the page.
     assert any(abs(c[0] - 0x3B) < 6 and abs(c[1] - 0x52) < 6 and abs(c[2] - 0x8B) < 6 for c in colours)
+
+
+def test_demo_ends_with_a_sample_html_report(cli) -> None:
+    import json
+
+    out = cli(["demo", "--json"])
+    assert out.returncode == 0, out.stderr
+    path = json.loads(out.stdout)["html_report"]
+    try:
+        with open(path, encoding="utf-8") as f:
+            page = f.read()
+        for cid in CHART_IDS:
+            assert f'id="{cid}"' in page
+        assert "step_300.pt" in page
+    finally:
+        os.unlink(path)
+    text = cli(["demo"])
+    assert text.returncode == 0 and "7. report: 3 checkpoints" in text.stdout
+    os.unlink(text.stdout.strip().rsplit("wrote ", 1)[1])

@@ -105,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
             f"6. report: exit code 1 from 'fastckpt verify {os.path.basename(path)}'; tensors hit: "
             f"{', '.join(report['damaged_tensors']) or 'none'}"
         )
+        # ---- run report (report issue): a small run, then its HTML report outside the temp folder.
+        report["html_report"] = _demo_run_report(folder, say)
+        # ---- end run report
         if args.json:
             print_json(report)
         return 0 if report["ok"] else 1
@@ -114,3 +117,42 @@ def run(args: argparse.Namespace) -> int:
                 print(f"kept {folder}")
         else:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- run report (report issue) ----------------------------------------------------------------
+
+
+def _demo_run_report(folder: str, say: Any) -> str:
+    """Writes three checkpoints of a tiny run (one layer frozen) and their `fastckpt report` page."""
+    from .._report_html import render_html
+    from ..report import build_report
+    from .report import write_html_atomic
+
+    run = os.path.join(folder, "run")
+    os.makedirs(run)
+    try:
+        import torch
+    except ImportError:
+        import random
+
+        rng = random.Random(1)
+        frozen = rng.randbytes(1 << 20)
+        for step in (100, 200, 300):
+            with open(os.path.join(run, f"step_{step}.pt"), "wb") as f:
+                f.write(frozen + rng.randbytes(1 << 20))
+    else:
+        gen = torch.Generator().manual_seed(1)
+        state = {f"layers.{i}.weight": torch.randn(256, 256, generator=gen) for i in range(4)}
+        for step in (100, 200, 300):
+            for i in range(1, 4):  # layers.0 stays frozen
+                state[f"layers.{i}.weight"] += 1e-3 * i * torch.randn(256, 256, generator=gen)
+            torch.save({"model": state, "step": step}, os.path.join(run, f"step_{step}.pt"))
+    r = build_report(run, save_seconds=30.0, mtbf_hours=24.0)
+    fd, html = tempfile.mkstemp(prefix="fastckpt-demo-report-", suffix=".html")
+    os.close(fd)
+    write_html_atomic(html, render_html(r))
+    say(
+        f"7. report: 3 checkpoints, {r['dedup']['shared_fraction'] * 100:.0f}% of their bytes shared, "
+        f"checkpoint every {r['interval']['recommended_seconds'] / 60:.0f} min; wrote {html}"
+    )
+    return html
