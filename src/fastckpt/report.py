@@ -178,7 +178,9 @@ class _Source:
             self.reader = remote.open_reader(f.path)
         elif f.size:
             with open(remote.local_path(f.path), "rb") as fh:
-                self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                # Populated up front: faulting in 4 KiB pages one by one costs more than the reads.
+                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+                self._mm = mmap.mmap(fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
             self._view = memoryview(self._mm)
 
     @property
@@ -516,11 +518,12 @@ def _heatmap(keys: list[str], per_pair: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _compressor() -> tuple[str, Callable[[bytes], int]]:
+    """(name, compressed length of a sample). Each call makes its own compressor context, so the
+    function may run on several threads at once (zstandard and zlib release the GIL)."""
     try:
         import zstandard
 
-        cctx = zstandard.ZstdCompressor(level=3)
-        return "zstd-3", lambda data: len(cctx.compress(data))
+        return "zstd-3", lambda data: len(zstandard.ZstdCompressor(level=3).compress(data))
     except ImportError:
         import zlib
 
@@ -562,15 +565,29 @@ def _sample_ranges(spans: list[tuple[int, Span]], total: int, budget: int) -> li
     return out
 
 
-def _compression(facts: list[CkptFacts], sources: _Sources, budget: int) -> dict[str, Any]:
+def _gaps(size: int, spans: list[Span]) -> list[tuple[int, int]]:
+    """The byte ranges of a file that no tensor covers (headers, pickles, padding, other data)."""
+    out = []
+    pos = 0
+    for s in sorted(spans, key=lambda x: x.offset):
+        if s.offset > pos:
+            out.append((pos, s.offset - pos))
+        pos = max(pos, s.offset + s.nbytes)
+    if pos < size:
+        out.append((pos, size - pos))
+    return out
+
+
+def _compression(facts: list[CkptFacts], sources: _Sources, budget: int, threads: int) -> dict[str, Any]:
+    """Compression ratio per dtype from samples of the latest checkpoint holding that dtype, plus
+    the bytes outside tensors ("(other bytes)"); samples are compressed on all cores."""
     name, compressed_len = _compressor()
     by_dtype_total: dict[str, int] = {}
     for cf in facts:
         for _, s in cf.tensors.values():
             by_dtype_total[s.dtype] = by_dtype_total.get(s.dtype, 0) + s.nbytes
-    rows = []
-    estimated = 0.0
-    tensor_bytes_total = 0
+    # (row, sample bytes, itemsize): every sample is compressed as is and byte-grouped.
+    samples: list[tuple[str, bytes, int]] = []
     for dtype in sorted(by_dtype_total, key=lambda d: -by_dtype_total[d]):
         latest = next(cf for cf in reversed(facts) if any(s.dtype == dtype for _, s in cf.tensors.values()))
         seen: set[tuple[int, int]] = set()
@@ -581,51 +598,52 @@ def _compression(facts: list[CkptFacts], sources: _Sources, budget: int) -> dict
                 spans.append((fi, s))
         total = sum(s.nbytes for _, s in spans)
         itemsize = max(spans[0][1].nbytes // max(_numel(spans[0][1].shape), 1), 1) if spans else 1
-        raw = comp = grouped = 0
         for fi, off, n in _sample_ranges(spans, total, budget):
-            src = sources.get(latest.files[fi].file)
-            data = bytes(src.view(off, n))
-            raw += n
-            comp += compressed_len(data)
-            grouped += compressed_len(_byte_grouped(data, itemsize))
-        ratio = raw / comp if comp else 1.0
-        ratio_g = raw / grouped if grouped else 1.0
-        rows.append(
-            {
-                "dtype": dtype,
-                "bytes": by_dtype_total[dtype],
-                "sampled_bytes": raw,
-                "ratio": ratio,
-                "ratio_byte_grouped": ratio_g,
-            }
-        )
-        estimated += by_dtype_total[dtype] / max(ratio, ratio_g)
-        tensor_bytes_total += by_dtype_total[dtype]
-    # Everything that is not tensor data (pickles, headers, opaque files): a whole-file sample.
+            samples.append((dtype, bytes(sources.get(latest.files[fi].file).view(off, n)), itemsize))
+    tensor_bytes_total = sum(by_dtype_total.values())
     total_bytes = sum(cf.ckpt.size for cf in facts)
     other = max(total_bytes - tensor_bytes_total, 0)
-    raw = comp = 0
     if other:
         latest = facts[-1]
         pseudo = [
-            (fi, Span("(file)", "uint8", (ff.file.size,), 0, ff.file.size, True))
+            (fi, Span("(other)", "uint8", (n,), off, n, True))
             for fi, ff in enumerate(latest.files)
+            for off, n in _gaps(ff.file.size, [s for s in ff.spans if s.offset + s.nbytes <= ff.file.size])
         ]
-        for fi, off, n in _sample_ranges(pseudo, latest.ckpt.size, budget):
-            data = bytes(sources.get(latest.files[fi].file).view(off, n))
-            raw += n
-            comp += compressed_len(data)
-        other_ratio = raw / comp if comp else 1.0
+        for fi, off, n in _sample_ranges(pseudo, sum(p[1].nbytes for p in pseudo), budget):
+            samples.append(("(other bytes)", bytes(sources.get(latest.files[fi].file).view(off, n)), 1))
+
+    def measure(sample: tuple[str, bytes, int]) -> tuple[str, int, int, int | None]:
+        row, data, itemsize = sample
+        grouped = compressed_len(_byte_grouped(data, itemsize)) if itemsize > 1 else None
+        return row, len(data), compressed_len(data), grouped
+
+    sums: dict[str, list[int]] = {}
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for row, raw, comp, grouped in pool.map(measure, samples):
+            acc = sums.setdefault(row, [0, 0, 0])
+            acc[0] += raw
+            acc[1] += comp
+            acc[2] += grouped if grouped is not None else comp
+    rows = []
+    estimated = 0.0
+    for row, nbytes in [*sorted(by_dtype_total.items(), key=lambda kv: -kv[1]), ("(other bytes)", other)]:
+        if nbytes == 0 and row == "(other bytes)":
+            continue
+        raw, comp, grouped = sums.get(row, [0, 0, 0])
+        ratio = raw / comp if comp else 1.0
+        ratio_g = raw / grouped if grouped else 1.0
+        is_tensor = row != "(other bytes)"
         rows.append(
             {
-                "dtype": "(other bytes)",
-                "bytes": other,
+                "dtype": row,
+                "bytes": nbytes,
                 "sampled_bytes": raw,
-                "ratio": other_ratio,
-                "ratio_byte_grouped": None,
+                "ratio": ratio,
+                "ratio_byte_grouped": ratio_g if is_tensor else None,
             }
         )
-        estimated += other / other_ratio
+        estimated += nbytes / (max(ratio, ratio_g) if is_tensor else ratio)
     return {
         "compressor": name,
         "sample_bytes_per_dtype": budget,
@@ -911,7 +929,7 @@ def build_report(
         timings["change"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        compression = _compression(facts, sources, sample_bytes)
+        compression = _compression(facts, sources, sample_bytes, n_threads)
         timings["compression"] = time.perf_counter() - t
     finally:
         sources.close()
