@@ -88,13 +88,12 @@ def main() -> int:
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args()
 
-    from remote_helpers import s3_server
-
     from fastckpt import remote
     from fastckpt.protect import protect_file
     from fastckpt.remote_verify import verify_url_file
     from fastckpt.sidecar import read_sidecar
     from fastckpt.verify import verify_path
+    from remote_helpers import s3_server
 
     os.makedirs(BENCH_DIR, exist_ok=True)
     path = os.path.join(BENCH_DIR, "checkpoint.pt")
