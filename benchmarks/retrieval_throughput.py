@@ -3,8 +3,8 @@ parallel download of the same object.
 
 A torch.save checkpoint (default 256 MiB) and its sidecar are written under
 /tmp/retrieval-bench/, with a copy that has one bit flipped (at 50% of the file by default). moto's
-standalone S3 server is started on loopback and both files are uploaded; every remote read goes
-through the real s3fs client. Measured, in process, median of --runs runs (warm: page cache and
+standalone S3 server is started on loopback, in its own process, and both files are uploaded;
+every remote read goes through the real s3fs client. Measured, in process, median of --runs runs (warm: page cache and
 the server's copy):
 
   local verify        fastckpt.verify.verify_path(file) with its sidecar (mmap, all cores)
@@ -19,7 +19,8 @@ Prints MB/s (1e6 bytes/s) and the ratio remote verify / plain download (target >
 server is slow (for every ranged GET it reads the whole stored object), so absolute remote figures
 are bound by the server; the ratio, measured against the same server, is the meaningful figure.
 
-    python benchmarks/retrieval_throughput.py [--size-mib 256] [--runs 3] [--damage-at 0.5] [--json out.json]
+    python benchmarks/retrieval_throughput.py [--size-mib 256] [--runs 3] [--damage-at 0.5] [--chunk-mib 8]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ def main() -> int:
     ap.add_argument(
         "--damage-at", type=float, default=0.5, help="where the flipped bit is, as a fraction of the file"
     )
+    ap.add_argument(
+        "--chunk-mib", type=int, default=8, help="bytes per ranged GET, for verify and download alike"
+    )
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args()
 
@@ -95,6 +99,7 @@ def main() -> int:
     from fastckpt.verify import verify_path
     from remote_helpers import s3_server
 
+    remote.CHUNK = args.chunk_mib << 20
     os.makedirs(BENCH_DIR, exist_ok=True)
     path = os.path.join(BENCH_DIR, "checkpoint.pt")
     make_checkpoint(path, args.size_mib << 20)
@@ -107,7 +112,7 @@ def main() -> int:
     leaf = manifest.leaf_size
 
     results: dict[str, float] = {}
-    with s3_server() as s3:
+    with s3_server(own_process=True) as s3:
         s3.upload(path, "s3://bench/checkpoint.pt")
         s3.upload(path + ".fastckpt", "s3://bench/checkpoint.pt.fastckpt")
         s3.upload(damaged, "s3://bench/damaged.pt")
@@ -157,6 +162,8 @@ def main() -> int:
     gb = size / 1e9
     results = {
         "size_bytes": size,
+        "chunk_bytes": remote.CHUNK,
+        "concurrency": remote.CONCURRENCY,
         "local_verify_gbps": gb / t_local,
         "remote_verify_gbps": gb / t_remote,
         "plain_parallel_download_gbps": gb / t_plain,

@@ -54,17 +54,57 @@ class S3Server:
         fsspec.filesystem("s3").invalidate_cache()
 
 
+class _ProcessServer:
+    """moto's server in its own process (`python -m moto.server`), so that its Python request
+    handling does not share this process's GIL with the client being measured."""
+
+    def __init__(self, port: int) -> None:
+        import subprocess
+        import sys
+        import time
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("moto server did not start within 30 s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+
+
 @contextlib.contextmanager
-def s3_server() -> Iterator[S3Server]:
-    """Starts moto's ThreadedMotoServer on 127.0.0.1 (a free port) and points fsspec's s3 protocol
-    at it, for this process (fsspec.config) and for subprocesses (the returned env)."""
+def s3_server(*, own_process: bool = False) -> Iterator[S3Server]:
+    """Starts moto's S3 server on 127.0.0.1 (a free port; a thread of this process, or its own
+    process) and points fsspec's s3 protocol at it, for this process (fsspec.config) and for
+    subprocesses (the returned env)."""
     import fsspec
-    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    # moto spills objects above its key buffer size to temporary files and reads the whole object
+    # for every ranged GET; keeping objects in memory makes that read a copy instead of disk I/O.
+    os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(4 << 30))
     port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server: Any
+    if own_process:
+        server = _ProcessServer(port)
+    else:
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
     endpoint = f"http://127.0.0.1:{port}"
     saved_env = {k: os.environ.get(k) for k in CREDENTIALS}
     saved_conf = fsspec.config.conf.get("s3")

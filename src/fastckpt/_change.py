@@ -176,7 +176,7 @@ def reference_sequence_sums(buffers: Sequence[Any | None], dtype: str) -> tuple[
 
 def _reference(buffers: Sequence[Any | None], dtype: str) -> tuple[list[float], list[float]]:
     xs = [None if b is None else to_float(b, dtype) for b in buffers]
-    n = xs[0].size
+    n = int(to_float(buffers[0], dtype).size)
     n_blocks = -(-n // BLOCK)
     sq: list[float] = []
     sq_diff: list[float] = []

@@ -202,13 +202,13 @@ def _sort(ckpts: list[Checkpoint]) -> list[Checkpoint]:
 
 def discover_local(run_dir: str) -> list[Checkpoint]:
     if not os.path.exists(run_dir):
-        raise InputError(run_dir, None, "a folder of checkpoints, but it does not exist")
+        raise InputError(run_dir, None, "expected a folder of checkpoints, but it does not exist")
     if not os.path.isdir(run_dir):
-        raise InputError(run_dir, None, "a folder of checkpoints, found a file")
+        raise InputError(run_dir, None, "expected a folder of checkpoints, found a file")
     try:
         entries = sorted(os.listdir(run_dir))
     except OSError as e:
-        raise InputError(run_dir, None, f"a readable folder ({e.strerror})") from None
+        raise InputError(run_dir, None, f"expected a readable folder ({e.strerror})") from None
     # The folder may itself be one checkpoint (a DCP step folder or an HF checkpoint-N folder).
     own_kind = _dir_kind([e for e in entries if os.path.isfile(os.path.join(run_dir, e))])
     if own_kind in ("dcp", "hf"):
@@ -240,8 +240,8 @@ def discover_remote(url: str) -> list[Checkpoint]:
     listing = [x for x in remote.list_files(base) if not is_own_file(x[0].split("/")[-1])]
     if not listing:
         if remote.exists(base) and not remote.isdir(base):
-            raise InputError(url, None, "a folder (prefix) of checkpoints, found a single object")
-        raise InputError(url, None, "a folder (prefix) of checkpoints, found no objects under it")
+            raise InputError(url, None, "expected a folder (prefix) of checkpoints, found a single object")
+        raise InputError(url, None, "expected a folder (prefix) of checkpoints, found no objects under it")
     top = [rel for rel, _, _ in listing if "/" not in rel]
     own_kind = _dir_kind(top)
     if own_kind in ("dcp", "hf"):
@@ -282,7 +282,7 @@ def discover(run_dir: str) -> list[Checkpoint]:
         raise InputError(
             run_dir,
             None,
-            "a folder of checkpoints (files like step_100.pt, epoch=3-step=1000.ckpt, or folders like "
+            "expected a folder of checkpoints (files like step_100.pt, epoch=3-step=1000.ckpt, or folders like "
             "checkpoint-100 / DCP step folders), found none",
         )
     return found

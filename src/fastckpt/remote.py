@@ -49,7 +49,7 @@ def is_url(path: Any) -> bool:
     if not isinstance(path, str):
         return False
     m = _URL_RE.match(path)
-    return bool(m) and m.group(1).lower() != "file"
+    return m is not None and m.group(1).lower() != "file"
 
 
 def local_path(path: str | os.PathLike[str]) -> str:
@@ -78,7 +78,7 @@ def join(base: str, *parts: str) -> str:
 
 def _fsspec() -> Any:
     try:
-        import fsspec
+        import fsspec  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         raise UsageError(
             "reading URLs needs fsspec and the protocol's client: pip install 'fastckpt[remote]' "
@@ -100,17 +100,17 @@ def _fs(url: str) -> tuple[Any, str]:
                 f"cannot read {url}: {e} (install the fsspec backend for this protocol)"
             ) from None
         except ValueError as e:
-            raise InputError(url, None, f"a URL fsspec understands ({e})") from None
+            raise InputError(url, None, f"expected a URL fsspec understands ({e})") from None
 
 
 def _error(url: str, offset: int | None, err: BaseException) -> InputError:
     """One-line InputError for a failed remote operation (no traceback reaches the CLI)."""
     if isinstance(err, FileNotFoundError):
-        return InputError(url, offset, "an existing object, but there is none at this URL")
+        return InputError(url, offset, "expected an existing object, but there is none at this URL")
     if isinstance(err, PermissionError):
-        return InputError(url, offset, f"read access (permission denied: {err})")
+        return InputError(url, offset, f"expected read access (permission denied: {err})")
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return InputError(url, offset, f"a readable object ({type(err).__name__}: {text[:200]})")
+    return InputError(url, offset, f"expected a readable object ({type(err).__name__}: {text[:200]})")
 
 
 def _mtime(info: dict[str, Any]) -> float | None:
@@ -178,7 +178,7 @@ def read_bytes(url: str, *, limit: int = 1 << 30) -> bytes:
             return f.read()
     r = open_reader(url)
     if r.size > limit:
-        raise InputError(url, None, f"an object of at most {limit} bytes, found {r.size}")
+        raise InputError(url, None, f"expected an object of at most {limit} bytes, found {r.size}")
     return r.read(0, r.size)
 
 
@@ -247,7 +247,9 @@ class RangeReader:
         """Exactly `length` bytes at `offset` (one ranged GET). Raises InputError past the end or
         when the object returns fewer bytes (it changed or was truncated while being read)."""
         if offset < 0 or length < 0 or offset + length > self.size:
-            raise InputError(self.url, offset, f"{length} bytes within the object's {self.size} bytes")
+            raise InputError(
+                self.url, offset, f"expected {length} bytes within the object's {self.size} bytes"
+            )
         if length == 0:
             return b""
         try:
@@ -317,7 +319,9 @@ def fetch_to_memory(url: str, *, expected_size: int | None = None) -> Any:
 
     with open_reader(url) as r:
         if expected_size is not None and r.size < expected_size:
-            raise InputError(url, r.size, f"{expected_size} bytes (the object shrank while being read)")
+            raise InputError(
+                url, r.size, f"expected {expected_size} bytes (the object shrank while being read)"
+            )
         if r.size == 0:
             return mmap.mmap(-1, 1)
         mm = mmap.mmap(-1, r.size)

@@ -89,7 +89,7 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 def _sidecar_for(f: CheckpointFile, leaf_size: int | None, warnings: list[str]) -> Any:
     """The file's sidecar manifest when it exists and is current, else None."""
-    from .sidecar import KIND_FILE, read_sidecar, sidecar_path_for
+    from .sidecar import KIND_FILE, FileManifest, read_sidecar, sidecar_path_for
 
     spath = sidecar_path_for(f.path)
     try:
@@ -106,6 +106,8 @@ def _sidecar_for(f: CheckpointFile, leaf_size: int | None, warnings: list[str]) 
         warnings.append(f"{spath}: sidecar not used ({e}); hashing the file instead")
         return None
     m = sc.manifest
+    if not isinstance(m, FileManifest):  # pragma: no cover - read_sidecar checked the kind
+        return None
     if m.file_size != f.size:
         warnings.append(
             f"{spath}: sidecar describes {m.file_size} bytes, the file has {f.size}; hashing instead"
@@ -156,7 +158,9 @@ def _hash(f: CheckpointFile, leaf_size: int, threads: int) -> bytes:
 
     d = hash_file(f.path, leaf_size=leaf_size, threads=threads)
     if d.nbytes != f.size:
-        raise InputError(f.path, d.nbytes, f"{f.size} bytes as listed, the file changed while being read")
+        raise InputError(
+            f.path, d.nbytes, f"expected {f.size} bytes as listed, the file changed while being read"
+        )
     return bytes(d.leaf_bytes)
 
 
@@ -189,7 +193,9 @@ class _Source:
 
     def view(self, offset: int, length: int) -> Any:
         if offset < 0 or length < 0 or offset + length > self.size:
-            raise InputError(self.path, offset, f"{length} bytes within the file's {self.size} bytes")
+            raise InputError(
+                self.path, offset, f"expected {length} bytes within the file's {self.size} bytes"
+            )
         if self._view is not None:
             return self._view[offset : offset + length]
         if self.reader is not None:
@@ -521,7 +527,7 @@ def _compressor() -> tuple[str, Callable[[bytes], int]]:
     """(name, compressed length of a sample). Each call makes its own compressor context, so the
     function may run on several threads at once (zstandard and zlib release the GIL)."""
     try:
-        import zstandard
+        import zstandard  # type: ignore[import-not-found,unused-ignore]
 
         return "zstd-3", lambda data: len(zstandard.ZstdCompressor(level=3).compress(data))
     except ImportError:
@@ -537,7 +543,7 @@ def _byte_grouped(data: bytes, itemsize: int) -> bytes:
 
     if itemsize <= 1 or len(data) % itemsize:
         return data
-    return np.frombuffer(data, dtype=np.uint8).reshape(-1, itemsize).T.tobytes()
+    return bytes(np.frombuffer(data, dtype=np.uint8).reshape(-1, itemsize).T.tobytes())
 
 
 def _sample_ranges(spans: list[tuple[int, Span]], total: int, budget: int) -> list[tuple[int, int, int]]:
@@ -963,7 +969,7 @@ def build_report(
     for key in keys:
         row = tensor_rows[key]
         row["shared_fraction"] = row["shared_bytes"] / row["bytes"] if row["bytes"] else 0.0
-        changes = []
+        changes: list[float | None] = []
         unchanged = 0
         for res in per_pair:
             e = res.get(key)
@@ -1009,7 +1015,7 @@ def build_report(
         "size": {"total_bytes": total, "checkpoints": len(ckpts), "growth": _growth(facts)},
         "dedup": dedup,
         "change": {
-            "method": "numpy",
+            "method": "native-sumsq",
             "bytes_read": bytes_read,
             "pairs": pairs_json,
             "heatmap": _heatmap(keys, per_pair),
