@@ -507,3 +507,37 @@ def test_zip64_offsets_past_4gib(tmp_path: Path) -> None:
         assert tensors_hit(layout, w.offset + (1 << 32), 10) == [("w", 1 << 32, (1 << 32) + 10)]
     finally:
         p.unlink()
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_dcp_safetensors_serialization(tmp_path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemWriter
+    from torch.distributed.checkpoint.filesystem import SerializationFormat
+
+    folder = tmp_path / "dcp_st"
+    sd = {"w": torch.randn(3, 4), "b": torch.ones(2, dtype=torch.bfloat16)}
+    dcp.save(
+        sd, storage_writer=FileSystemWriter(str(folder), serialization_format=SerializationFormat.SAFETENSORS)
+    )
+    d = read_dir_layout(str(folder))
+    assert d.format == "dcp" and d.problems == []
+    (shard,) = [f for f in d.files if f.endswith(".distcp")]
+    layout = read_layout(str(folder / shard))
+    assert layout.format == "dcp-shard" and layout.problems == []
+    assert_tiles(layout)
+    data = (folder / shard).read_bytes()
+    got = {t.key: t for t in layout.tensors}
+    assert set(got) == {"w", "b"}
+    for k, t in sd.items():
+        assert (
+            data[got[k].offset : got[k].offset + got[k].nbytes]
+            == t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
+    (folder / shard).write_bytes(data[:-10])
+    probs = read_dir_layout(str(folder)).problems
+    assert [q.kind for q in probs] == ["truncated", "truncated"]
+    assert (
+        probs[1].message
+        == f"shard {shard!r}: tensor 'b': data_offsets [48, 52] run past the end of the byte buffer (42 bytes)"
+    )
