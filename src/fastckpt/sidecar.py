@@ -211,7 +211,14 @@ def _encode_file_sections(m: FileManifest) -> list[bytes]:
             struct.pack("<QQ", m.leaf_size, n_leaves) + m.file_digest.to_bytes(16, "little") + m.leaf_bytes,
         ),
     ]
-    if m.tensors:
+    # A manifest read from disk keeps TENSORS/SEGMENTS undecoded until used; re-encoding it (for
+    # instance to add a PARITY section) must carry them over verbatim.
+    pending = m._pending
+    if SEC_TENSORS in pending:
+        sections.append(
+            _section(SEC_TENSORS, pending[SEC_TENSORS].flags, bytes(pending[SEC_TENSORS].payload))
+        )
+    elif m.tensors:
         parts = [_U64.pack(len(m.tensors))]
         for t in m.tensors:
             parts += [
@@ -224,7 +231,11 @@ def _encode_file_sections(m: FileManifest) -> list[bytes]:
                 t.digest.to_bytes(16, "little"),
             ]
         sections.append(_section(SEC_TENSORS, 0, b"".join(parts)))
-    if m.segments:
+    if SEC_SEGMENTS in pending:
+        sections.append(
+            _section(SEC_SEGMENTS, pending[SEC_SEGMENTS].flags, bytes(pending[SEC_SEGMENTS].payload))
+        )
+    elif m.segments:
         parts = [_U64.pack(len(m.segments))]
         for s in m.segments:
             parts += [

@@ -96,6 +96,8 @@ class _SpanIndex:
         self.max_len = max((getattr(t, length_attr) for t in self.items), default=0)
 
     def hits(self, offset: int, length: int) -> list[Any]:
+        if length <= 0:
+            return []
         end = offset + length
         lo = bisect.bisect_left(self.starts, offset - self.max_len)
         hi = bisect.bisect_left(self.starts, end)
@@ -249,17 +251,26 @@ def verify_structural(path: str) -> dict[str, Any]:
     report["unsafe"] = sorted(set(layout.unsafe_globals))
     seg_index = _SpanIndex(list(layout.segments), "length") if layout.segments else None
     ten_index = _SpanIndex(list(layout.tensors), "nbytes") if layout.tensors else None
+    expected = getattr(layout, "expected_size", None)
+    report["expected_size"] = expected
     for p in layout.problems:
         report["problems"].append({"offset": p.offset, "kind": p.kind, "message": p.message})
         if p.kind == "truncated":
             report["truncated"] = True
-        if p.kind in ("bad-crc", "truncated") and p.offset is not None and seg_index is not None:
-            # The damaged range is the segment (record) the problem points into, or the tail.
+        if p.kind == "bad-crc" and p.offset is not None and seg_index is not None:
+            # The damaged range is the record (segment) whose CRC-32 does not match.
             hit = seg_index.hits(p.offset, 1)
-            off, n = (hit[0].offset, hit[0].length) if hit else (p.offset, max(size - p.offset, 0))
-            entry = describe_region(off, n, ten_index, seg_index)
-            if entry not in report["damaged"]:
-                report["damaged"].append(entry)
+            if hit:
+                entry = describe_region(hit[0].offset, hit[0].length, ten_index, seg_index)
+                if entry not in report["damaged"]:
+                    report["damaged"].append(entry)
+    if report["truncated"]:
+        # Everything past the end of the file is lost: up to the size the reader expected, and at
+        # least to the end of the last tensor it knows about.
+        end = max([size, expected or 0, *(t.offset + t.nbytes for t in layout.tensors)])
+        if end > size:
+            report["damaged"].append(describe_region(size, end - size, ten_index, None))
+    report["damaged"].sort(key=lambda d: d["offset"])
     report["ok"] = not layout.problems and not report["unsafe"]
     return report
 
