@@ -50,8 +50,6 @@ class Leaf:
     def as_tensor(self) -> torch.Tensor:
         if self.tensor is not None:
             return self.tensor  # type: ignore[no-any-return]
-        from ._diffkernel import buffer_tensor
-
         return buffer_tensor(self.buffer, self.dtype, self.shape)
 
 
@@ -83,6 +81,23 @@ class Side:
             with contextlib.suppress(BufferError):  # a tensor made from it is still referenced
                 m.close()
         self._maps.clear()
+
+
+def buffer_tensor(buf: Any, dtype: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """A zero-copy tensor over a read-only buffer (a slice of a mapped file). torch warns that
+    the buffer is not writable; nothing here writes to it."""
+    import warnings
+
+    import torch
+
+    dt = getattr(torch, dtype, None)
+    if not isinstance(dt, torch.dtype):
+        raise UsageError(f"cannot compare a {dtype} tensor from a file with an in-memory tensor")
+    if memoryview(buf).nbytes == 0:
+        return torch.empty(shape, dtype=dt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.frombuffer(buf, dtype=dt).reshape(shape)
 
 
 # ---- in-memory state_dicts -------------------------------------------------------------------
@@ -284,8 +299,6 @@ def _map(path: str, size: int) -> mmap.mmap:
 def _strided_tensor(buf: memoryview, span: Any) -> torch.Tensor:
     """The logical (contiguous) bytes of a view saved with its strides: copied by torch from the
     covering storage range, which lies inside the mapped file."""
-    from ._diffkernel import buffer_tensor
-
     flat = buffer_tensor(buf, span.dtype, (len(buf) // span.itemsize,))
     return flat.as_strided(span.shape, span.stride, 0).contiguous()
 

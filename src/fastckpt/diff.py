@@ -354,21 +354,18 @@ def _leaf_digest(leaf: Leaf) -> int:
     return leaf.digest
 
 
-def _compare_leaves(la: Leaf, lb: Leaf) -> Any:
-    from . import _diffkernel
-
-    if la.buffer is not None and lb.buffer is not None:
-        return _diffkernel.compare_buffers(la.buffer, lb.buffer, la.dtype, la.shape)
+def _tensor_pair(la: Leaf, lb: Leaf) -> tuple[Any, Any]:
+    """The two tensors of a pair on one device. Device bytes never go to the host: when one side
+    is on a GPU, the other side (host memory or a mapped file) is copied to that GPU."""
     ta, tb = la.as_tensor(), lb.as_tensor()
     if ta.device != tb.device:
-        # Never copy device bytes to the host: bring the host side to the GPU.
         if ta.device.type == "cuda":
             tb = tb.to(ta.device)
         elif tb.device.type == "cuda":
             ta = ta.to(tb.device)
         else:  # pragma: no cover - only cpu and cuda tensors reach here
             tb = tb.to(ta.device)
-    return _diffkernel.compare_tensors(ta, tb)
+    return ta, tb
 
 
 def _set_equal(t: TensorChange, numel: int, dtype: str) -> None:
@@ -424,9 +421,10 @@ def _run_pairs(
     threads: int,
     progress: Callable[[int], None],
 ) -> None:
-    def one(job: tuple[TensorChange, Leaf, Leaf]) -> None:
+    from ._diffkernel import compare_buffers, compare_tensor_pairs
+
+    def finish(job: tuple[TensorChange, Leaf, Leaf], st: Any) -> None:
         t, la, lb = job
-        st = _compare_leaves(la, lb)
         if t.status == "renamed":
             t.content_equal = bool(st.equal)
         elif not st.equal:
@@ -434,19 +432,33 @@ def _run_pairs(
         _fill_stats(t, st, atol, rtol)
         progress(la.nbytes + lb.nbytes)
 
-    host = sorted(
-        (j for j in jobs if j[1].device == "cpu" and j[2].device == "cpu"), key=lambda j: -j[1].nbytes
-    )
-    device = [j for j in jobs if not (j[1].device == "cpu" and j[2].device == "cpu")]
-    for j in device:
-        one(j)
-    workers = max(1, min(threads or os.cpu_count() or 1, len(host)))
-    if workers == 1:
-        for j in host:
-            one(j)
+    def on_buffers(job: tuple[TensorChange, Leaf, Leaf], n_threads: int) -> None:
+        _, la, lb = job
+        finish(job, compare_buffers(la.buffer, lb.buffer, la.dtype, la.shape, n_threads))
+
+    host = [j for j in jobs if j[1].buffer is not None and j[2].buffer is not None]
+    others = [j for j in jobs if not (j[1].buffer is not None and j[2].buffer is not None)]
+    if others:
+        # In-memory tensors: one batch; GPU pairs share the kernel launches on their device.
+        pairs = [_tensor_pair(la, lb) for _, la, lb in others]
+        for j, st in zip(others, compare_tensor_pairs(pairs, threads), strict=True):
+            finish(j, st)
+    # Large pairs one after another, each spread over all threads by the kernel; small pairs
+    # side by side, one thread each (the kernel runs small inputs on one thread anyway).
+    n = threads or os.cpu_count() or 1
+    big = sorted((j for j in host if j[1].nbytes >= _BIG_PAIR_BYTES), key=lambda j: -j[1].nbytes)
+    small = [j for j in host if j[1].nbytes < _BIG_PAIR_BYTES]
+    for j in big:
+        on_buffers(j, n)
+    if n == 1 or len(small) <= 1:
+        for j in small:
+            on_buffers(j, 1)
     else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, host))
+        with ThreadPoolExecutor(min(n, len(small))) as pool:
+            list(pool.map(lambda j: on_buffers(j, 1), small))
+
+
+_BIG_PAIR_BYTES = 8 << 20
 
 
 def _order_entries(sa: Side, sb: Side, entries: dict[str, TensorChange], b_only: Iterable[str]) -> None:
