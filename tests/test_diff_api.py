@@ -518,3 +518,24 @@ def test_buffer_norm_matches_float64_reference(dtype) -> None:
     got = buffer_norm(x.view(torch.uint8).numpy().tobytes(), dtype)
     assert got == pytest.approx(expected, rel=1e-6)
     assert buffer_norm(b"\x00" * 8, "int64") is None
+
+
+def test_renamed_and_converted_is_paired_by_rule() -> None:
+    sd = sample_sd()
+    b = {f"module.{k}": v for k, v in sd.items()}
+    b["module.layers.0.weight"] = b["module.layers.0.weight"].half()
+    b["module.layers.1.weight"] = torch.zeros(5)
+    r = diff(sd, b)
+    by_key = {t.key: t for t in r.tensors}
+    t = by_key["layers.0.weight"]
+    assert (t.status, t.key_b, t.dtype, t.dtype_b) == (
+        "renamed",
+        "module.layers.0.weight",
+        "float32",
+        "float16",
+    )
+    assert t.content_equal is False and t.n_different is None
+    assert by_key["layers.1.weight"].shape_b == (5,)
+    assert r.compat["mismatched"] == ["layers.0.weight", "layers.1.weight"]
+    assert r.compat["loads_strict"] is False  # the shape change would not load
+    assert r.renames == ["add prefix 'module.'"]

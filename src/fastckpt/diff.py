@@ -160,8 +160,17 @@ class DiffReport:
         still be missing, unexpected or mismatched."""
         missing = [t.key for t in self.tensors if t.status == "only_a"]
         unexpected = [t.key for t in self.tensors if t.status == "only_b"]
-        mismatched = [t.key for t in self.tensors if t.status in ("dtype_changed", "shape_changed")]
-        shape_mismatch = [t.key for t in self.tensors if t.status == "shape_changed"]
+        mismatched = [
+            t.key
+            for t in self.tensors
+            if t.status in ("dtype_changed", "shape_changed")
+            or (t.status == "renamed" and (t.dtype != t.dtype_b or t.shape != t.shape_b))
+        ]
+        shape_mismatch = [
+            t.key
+            for t in self.tensors
+            if t.status == "shape_changed" or (t.status == "renamed" and t.shape != t.shape_b)
+        ]
         return {
             "mapping": dict(self.mapping),
             "missing": missing,
@@ -549,11 +558,9 @@ def _diff_sides(
             sb.leaves[k].nbytes for k in only_b
         )
 
-        def compatible(ka: str, kb: str) -> bool:
-            la, lb = sa.leaves[ka], sb.leaves[kb]
-            return la.dtype == lb.dtype and la.shape == lb.shape
-
-        renames = infer_renames(da, db, compatible=compatible)
+        # A key that a learned rule maps to exactly one key of B is paired even when its dtype or
+        # shape changed: "renamed and converted" says more than one key removed and one added.
+        renames = infer_renames(da, db, compatible=lambda ka, kb: True)
         report.renames = renames.rule_strings
         report.rename_counts = [(str(r), n) for r, n in renames.rules]
         report.mapping = renames.b_to_a()
@@ -573,6 +580,8 @@ def _diff_sides(
         entries[key] = t
         if renames is not None and key in renames.equal_pairs:
             _set_equal(t, la.numel, la.dtype)
+        elif la.dtype != lb.dtype or la.shape != lb.shape:
+            t.content_equal = False  # not compared: see dtype/dtype_b, shape/shape_b
         else:
             jobs.append((t, la, lb))
     b_only_keys = [k for k in only_b if k not in paired_b]
