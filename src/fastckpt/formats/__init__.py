@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import InputError
-from ._io import FileView
+from ._io import FileView, OutOfBounds
 from ._segments import tile
 from ._types import DirLayout, Layout, Problem, Segment, TensorSpan
 
@@ -105,7 +105,12 @@ def read_layout(
         )
     with FileView(p) as fv:
         fmt = _sniff(fv, p)
-        layout = _read(fv, p, fmt, check_crc, progress)
+        try:
+            layout = _read(fv, p, fmt, check_crc, progress)
+        except OutOfBounds as e:
+            # Every reader bounds its reads; this is the backstop that keeps damage a Problem.
+            layout = Layout(p, fmt if fmt != "zip" else "zip", fv.size, tile(fv.size, []), [], [], [], {})
+            layout.problems.append(Problem(e.offset, f"unexpected end of data: {e}", "truncated"))
     layout.problems.sort(key=lambda q: (q.offset is None, q.offset or 0))
     return layout
 

@@ -11,12 +11,15 @@ mapped like torch.save files so damage resolves to tensor keys.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InputError
 from ._io import FileView, OutOfBounds
 from ._pickle import Global, Obj, PickleError, RestrictedUnpickler
+from ._safetensors import looks_like_safetensors, read_safetensors
 from ._segments import tile
 from ._torch import DTYPE_ITEMSIZE, REDUCERS, TORCH_ALLOWED
 from ._torchzip import read_torch_zip
@@ -248,6 +251,10 @@ def check_dcp_files(dirpath: str, md: DcpMetadata) -> tuple[list[str], list[str]
             )
             continue
         size = os.path.getsize(p)
+        st_problems = _safetensors_shard_problems(p, rel, md)
+        if st_problems is not None:  # SAFETENSORS serialization: the file's own header places items
+            problems.extend(st_problems)
+            continue
         if size < n:
             cut = sorted(it.key for it in md.items if it.file == rel and it.offset + it.length > size)
             problems.append(
@@ -296,6 +303,8 @@ def read_dcp_shard(fv: FileView, path: str, *, check_crc: bool = True) -> Layout
     layout.unsafe_globals = list(md.unsafe)
     layout.globals_seen = list(md.globals_seen)
     items = sorted((it for it in md.items if it.file == rel), key=lambda i: i.offset)
+    if looks_like_safetensors(fv):
+        return _safetensors_shard(fv, layout, items)
     segments: list[Segment] = []
     need = max((it.offset + it.length for it in items), default=0)
     if need > size:
@@ -348,3 +357,60 @@ def read_dcp_shard(fv: FileView, path: str, *, check_crc: bool = True) -> Layout
             segments.append(Segment(it.offset, it.length, "other", it.key))
     layout.segments = tile(size, segments)
     return layout
+
+
+def _sharding_offsets(meta: dict[str, str]) -> dict[str, tuple[int, ...]]:
+    """DCP_SHARDING_INFO of a DCP safetensors shard: fqn -> saved chunk offsets."""
+    try:
+        info = json.loads(meta.get("DCP_SHARDING_INFO", "{}"))
+    except (json.JSONDecodeError, RecursionError):
+        return {}
+    out = {}
+    if isinstance(info, dict):
+        for k, v in info.items():
+            offs = _ints(v.get("saved_offsets")) if isinstance(v, dict) else None
+            if offs is not None:
+                out[str(k)] = offs
+    return out
+
+
+def _safetensors_shard(fv: FileView, layout: Layout, items: list[DcpItem]) -> Layout:
+    """A shard written with SerializationFormat.SAFETENSORS: a safetensors file whose header places
+    the items (the metadata's offsets are not file offsets then)."""
+    r = read_safetensors(fv)
+    layout.problems.extend(r["problems"])
+    layout.expected_size = r["expected_size"]
+    offsets = _sharding_offsets(r["info"].get("metadata") or {})
+    for t in r["tensors"]:
+        offs = offsets.get(t.key)
+        key = f"{t.key}@{','.join(map(str, offs))}" if offs and any(offs) else t.key
+        layout.tensors.append(
+            dataclasses.replace(t, key=key, storage=f"{os.path.basename(layout.path)}@{t.offset}")
+        )
+    have = {t.key for t in layout.tensors}
+    absent = sorted({it.key for it in items} - have)
+    if absent and not r["problems"]:
+        layout.problems.append(
+            Problem(
+                None,
+                f"{len(absent)} item(s) listed in {METADATA_NAME} are not in this shard, e.g. {absent[0]!r}",
+                "missing-key",
+            )
+        )
+    layout.non_tensor_entries.update(r["non_tensor"])
+    layout.info.update(r["info"])
+    layout.segments = tile(layout.size, r["segments"])
+    return layout
+
+
+def _safetensors_shard_problems(path: str, rel: str, md: DcpMetadata) -> list[Problem] | None:
+    """Folder-level problems of a safetensors-format shard, or None if it is not one."""
+    try:
+        with FileView(path) as fv:
+            if not looks_like_safetensors(fv):
+                return None
+            layout = Layout(path, "dcp-shard", fv.size, [], [], [], [], {})
+            _safetensors_shard(fv, layout, [it for it in md.items if it.file == rel])
+    except (OutOfBounds, InputError):
+        return None
+    return [Problem(q.offset, f"shard {rel!r}: {q.message}", q.kind) for q in layout.problems]

@@ -162,10 +162,12 @@ def _read_hf_dir(path: str) -> DirLayout:
     files = sorted(set(_checkpoint_files(path)) | set(indexes))
     files = [f for f in files if f not in missing]
     extra = sorted(
-        f for f in _walk_files(path) if _SHARD_NAME.search(os.path.basename(f)) and f not in shard_keys
+        rel
+        for rel in _walk_files(path)
+        if _SHARD_NAME.search(os.path.basename(rel)) and rel not in shard_keys
     )
-    for f in extra:
-        problems.append(Problem(None, f"shard-like file {f!r} is not named by any index", "extra-file"))
+    for rel in extra:
+        problems.append(Problem(None, f"shard-like file {rel!r} is not named by any index", "extra-file"))
     return DirLayout(
         path,
         "hf-sharded",

@@ -168,7 +168,12 @@ def read_legacy(fv: FileView, path: str) -> Layout:
                 "missing-record",
             )
         )
-    layout.tensors = tensor_spans(main, problems)
+    cut = {
+        st.record
+        for st in main.storages.values()
+        if st.record and st.data_offset is not None and st.data_offset + (st.numel or 0) * st.itemsize > size
+    }
+    layout.tensors = tensor_spans(main, problems, cut=cut)
     layout.non_tensor_entries = dict(main.walk.non_tensor) if main.walk else {}
     info["optimizers"] = main.walk.optimizers if main.walk else []
     if layout.expected_size is None and pos > size:

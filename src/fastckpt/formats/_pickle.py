@@ -258,6 +258,12 @@ class RestrictedUnpickler:
             raise PickleError(self.base + self._op_off, f"invalid pickle field: {e}") from None
         except RecursionError:
             raise PickleError(self.base + self._op_off, "pickle value nests too deeply") from None
+        except IndexError:
+            raise PickleError(
+                self.base + len(self.data),
+                f"pickle data ends early: an opcode at offset {self.base + self._op_off} needs more bytes",
+                truncated=True,
+            ) from None
 
     def _load(self) -> Any:
         self.stack: list[Any] = []
@@ -266,16 +272,33 @@ class RestrictedUnpickler:
         take = self._take
         stack = self.stack
         memo = self.memo
-        data_len = len(self.data)
+        data = self.data
+        data_len = len(data)
         while True:
             off = self.pos
             self._op_off = off
             if off >= data_len:
                 raise PickleError(self.base + off, "pickle data ends before the STOP opcode", truncated=True)
-            op = self.data[off]
+            op = data[off]
             self.pos = off + 1
-            # Opcode values are the single bytes of pickle.py's table (see pickletools).
-            if op == 0x80:  # PROTO
+            # Opcode values are the single bytes of pickle.py's table (see pickletools). The
+            # opcodes torch's pickler emits most come first; their 1-byte arguments are read
+            # directly (an IndexError past the end becomes a truncation error in load()).
+            if op == 0x71:  # BINPUT
+                if not stack or stack[-1] is _MARK:
+                    raise PickleError(self.base + off, "pickle stack underflow")
+                memo[data[off + 1]] = stack[-1]
+                self.pos = off + 2
+            elif op == 0x68:  # BINGET
+                idx = data[off + 1]
+                if idx not in memo:
+                    raise PickleError(self.base + off, f"pickle memo has no entry {idx}")
+                stack.append(memo[idx])
+                self.pos = off + 2
+            elif op == 0x4B:  # BININT1
+                stack.append(data[off + 1])
+                self.pos = off + 2
+            elif op == 0x80:  # PROTO
                 self.protocol = take(1)[0]
                 if self.protocol > 5:
                     raise PickleError(self.base + off, f"unsupported pickle protocol {self.protocol}")
@@ -305,8 +328,6 @@ class RestrictedUnpickler:
                 stack.append(True)
             elif op == 0x89:  # NEWFALSE
                 stack.append(False)
-            elif op == 0x4B:  # BININT1
-                stack.append(take(1)[0])
             elif op == 0x4D:  # BININT2
                 stack.append(struct.unpack("<H", take(2))[0])
             elif op == 0x4A:  # BININT
@@ -371,7 +392,7 @@ class RestrictedUnpickler:
             elif op == 0x53:  # STRING (quoted text)
                 line = self._line()
                 if len(line) >= 2 and line[0] == line[-1] and line[:1] in (b'"', b"'"):
-                    stack.append(codecs.escape_decode(line[1:-1])[0].decode("latin-1"))  # type: ignore[attr-defined]
+                    stack.append(codecs.escape_decode(line[1:-1])[0].decode("latin-1"))
                 else:
                     raise PickleError(self.base + off, "STRING opcode argument must be quoted")
             elif op in (0x97, 0x98):  # NEXT_BUFFER, READONLY_BUFFER
@@ -431,14 +452,10 @@ class RestrictedUnpickler:
                     raise PickleError(self.base + off, f"ADDITEMS on a {type(target).__name__}")
                 target.update(items)
             # -- memo
-            elif op == 0x68:  # BINGET
-                stack.append(self._memo_get(take(1)[0], off))
             elif op == 0x6A:  # LONG_BINGET
                 stack.append(self._memo_get(struct.unpack("<I", take(4))[0], off))
             elif op == 0x67:  # GET
                 stack.append(self._memo_get(int(self._line()), off))
-            elif op == 0x71:  # BINPUT
-                memo[take(1)[0]] = self._top(off)
             elif op == 0x72:  # LONG_BINPUT
                 memo[struct.unpack("<I", take(4))[0]] = self._top(off)
             elif op == 0x70:  # PUT

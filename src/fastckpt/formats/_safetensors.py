@@ -151,6 +151,7 @@ def read_safetensors(fv: FileView) -> dict[str, Any]:
             for k, v in meta.items():
                 non_tensor[f"__metadata__.{k}"] = v if len(v) <= 80 else v[:77] + "..."
     ranges: list[tuple[int, int, str]] = []
+    past_end: list[Problem] = []
     for key, entry in header.items():
         where = 8 + max(text.find(json.dumps(key)), 0)
         if not isinstance(entry, dict):
@@ -199,8 +200,8 @@ def read_safetensors(fv: FileView) -> dict[str, Any]:
             continue
         tname, bits = ST_DTYPES[dtype]
         numel = 1
-        for d in shape:
-            numel *= d
+        for dim in shape:
+            numel *= dim
         if (numel * bits) % 8:
             problems.append(
                 Problem(
@@ -218,10 +219,13 @@ def read_safetensors(fv: FileView) -> dict[str, Any]:
                 )
             )
         if end > buf_len:
-            problems.append(
+            # A tensor that starts past the end is a truncation only if the offsets are otherwise
+            # consistent (decided below); on its own it is a bad offset.
+            past_end.append(
                 Problem(data_start + min(begin, buf_len), f"tensor {key!r}: data_offsets [{begin}, {end}] run past the end of the byte buffer ({buf_len} bytes)",
                         "truncated" if begin <= buf_len else "bad-header")
             )  # fmt: skip
+            problems.append(past_end[-1])
         ranges.append((begin, end, key))
         tensors.append(
             TensorSpan(key, tname, tuple(shape), data_start + begin, end - begin, max(1, bits // 8), None)
@@ -231,8 +235,10 @@ def read_safetensors(fv: FileView) -> dict[str, Any]:
     ranges.sort()
     pos = 0
     prev_key = None
+    consistent = True
     for begin, end, key in ranges:
         if begin > pos:
+            consistent = False
             problems.append(
                 Problem(
                     data_start + pos,
@@ -241,6 +247,7 @@ def read_safetensors(fv: FileView) -> dict[str, Any]:
                 )
             )
         elif begin < pos:
+            consistent = False
             problems.append(
                 Problem(
                     data_start + begin,
@@ -261,4 +268,7 @@ def read_safetensors(fv: FileView) -> dict[str, Any]:
         )
     elif pos > buf_len:
         out["expected_size"] = data_start + pos
+        if consistent:
+            for q in past_end:
+                q.kind = "truncated"
     return out

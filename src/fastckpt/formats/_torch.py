@@ -358,6 +358,10 @@ def short_repr(v: Any, limit: int = 80) -> str:
 _SCALARS = (int, float, complex, str, bytes, bytearray, bool, type(None))
 
 
+def short_repr_text(r: str, limit: int) -> str:
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
 def _key_part(k: Any) -> str:
     if isinstance(k, str):
         return k
@@ -430,15 +434,20 @@ def walk(root: Any) -> WalkResult:
                 children += [(_join(path, _key_part(k)), x) for k, x in st.items()]
             elif st is not None:
                 children.append((_join(path, "__state__"), st))
+            # Arguments that hold containers or tensors are walked; the call itself is recorded
+            # as a leaf when the object has no state of its own (what it would construct/call).
             children += [
                 (_join(path, f"__arg{i}__"), x)
                 for i, x in enumerate(v.args)
-                if not isinstance(x, _SCALARS) or not children
+                if not isinstance(x, (*_SCALARS, Global))
             ]
             children += [(_join(path, str(i)), x) for i, x in enumerate(v.items)]
             children += [(_join(path, _key_part(k)), x) for k, x in v.setitems]
-            if not children:
-                res.non_tensor[path or "<root>"] = f"<{v.name} object>"
+            if st is None and len(res.non_tensor) < _MAX_NON_TENSOR:
+                shown = ", ".join(
+                    short_repr(a, 40) if isinstance(a, (*_SCALARS, Global)) else "..." for a in v.args
+                )
+                res.non_tensor[path or "<root>"] = short_repr_text(f"<{v.name}({shown})>", 120)
         else:
             res.non_tensor[path or "<root>"] = short_repr(v)
         work.extend(reversed(children))

@@ -127,7 +127,12 @@ def run_torch_pickle(
     return res
 
 
-def tensor_spans(res: PickleResult, problems: list[Problem], key_prefix: str = "") -> list[TensorSpan]:
+def tensor_spans(
+    res: PickleResult,
+    problems: list[Problem],
+    key_prefix: str = "",
+    cut: frozenset[str] | set[str] = frozenset(),
+) -> list[TensorSpan]:
     """TensorSpans for every walked tensor whose storage has been resolved to file bytes."""
     spans: list[TensorSpan] = []
     if res.walk is None:
@@ -147,7 +152,7 @@ def tensor_spans(res: PickleResult, problems: list[Problem], key_prefix: str = "
         start = t.storage_offset * t.itemsize
         nbytes = span * t.itemsize
         avail = st.data_length if st.data_length is not None else 0
-        if span and start + nbytes > avail:
+        if span and start + nbytes > avail and st.record not in cut:
             problems.append(
                 Problem(
                     st.data_offset + min(start, avail),
@@ -257,10 +262,14 @@ def read_torch_zip(
         if res is not None:
             problems.extend(res.problems)
             by_name = {e.name: e for e in entries}
+            lost: set[str] = set()
             for key, st in res.storages.items():
                 rec = by_name.get(f"{root}data/{key}")
                 st.record = f"{root}data/{key}"
                 if rec is None or rec.data_offset is None:
+                    if zi.truncated:
+                        lost.add(key)  # reported once below, as tensors lost to the truncation
+                        continue
                     problems.append(
                         Problem(
                             st.pid_offset,
@@ -288,7 +297,23 @@ def read_torch_zip(
                             "size-mismatch",
                         )
                     )
-            tensors = tensor_spans(res, problems, key_prefix)
+            # The record cut by the end of the file explains its own short storage.
+            cut = {e.name for e in entries if e.data_end > end}
+            tensors = tensor_spans(res, problems, key_prefix, cut)
+            if lost and res.walk is not None:
+                lost_keys = [
+                    f"{key_prefix}{path}" or "<root>"
+                    for path, r in res.walk.tensors
+                    if _storage_key(r) in lost
+                ]
+                if lost_keys:
+                    problems.append(
+                        Problem(
+                            end,
+                            f"{len(lost_keys)} tensor(s) are stored after the end of the file, e.g. {lost_keys[0]!r}",
+                            "truncated",
+                        )
+                    )
             info["optimizers"] = res.walk.optimizers if res.walk else []
     # segments for record data
     for e in entries:
@@ -338,6 +363,11 @@ def read_torch_zip(
         is_torch,
         expected,
     )
+
+
+def _storage_key(r: TensorRef | StorageRef) -> str | None:
+    st = r.storage if isinstance(r, TensorRef) else r
+    return st.key if st is not None else None
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

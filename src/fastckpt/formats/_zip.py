@@ -474,9 +474,10 @@ def check_crcs(fv: FileView, info: ZipInfo, *, progress: Callable[[int], None] |
                 continue
             crc = _crc.crc32(fv.view(e.data_offset, e.csize))
         elif e.method == 8:
-            crc = _inflate_crc(fv, e, info)
-            if crc is None:
+            inflated = _inflate_crc(fv, e, info)
+            if inflated is None:
                 continue
+            crc = inflated
         else:
             continue
         if progress:
@@ -586,7 +587,7 @@ def _recover(fv: FileView, info: ZipInfo, size_hint: Callable[[ZipEntry], int | 
         if flags & 0x8:
             n = None
             if e.data_end + 4 <= end and fv.read(e.data_end, 4) == SIG_DESCRIPTOR:
-                wide = e.data_end + 24 <= end and fv.read(e.data_end + 24, 4) in (SIG_LOCAL, SIG_CENTRAL)
+                wide = e.data_end + 28 <= end and fv.read(e.data_end + 24, 4) in (SIG_LOCAL, SIG_CENTRAL)
                 n = 24 if wide else 16
                 if e.data_end + n > end:
                     info.expected_size = e.data_end + n - info.base
