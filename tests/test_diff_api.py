@@ -378,6 +378,17 @@ def test_gpu_state_dicts_match_cpu_result() -> None:
         assert gpu[key] == cpu[key]
 
 
+@pytest.mark.cuda
+def test_file_against_gpu_state_dict(tmp_path) -> None:
+    a = sample_sd()
+    b = {k: v.cuda() for k, v in clone(a).items()}
+    b["layers.0.weight"][0, 0] += 1
+    r = diff(save_pt(tmp_path, "a.pt", a), b)
+    assert [t.key for t in r.tensors if t.status != "equal"] == ["layers.0.weight"]
+    cpu = diff(a, {k: v.cpu() for k, v in b.items()})
+    assert [t.to_json() for t in r.tensors] == [t.to_json() for t in cpu.tensors]
+
+
 # ---- properties -----------------------------------------------------------------------------------
 
 dtypes = st.sampled_from(
