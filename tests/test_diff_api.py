@@ -407,8 +407,11 @@ def test_file_against_gpu_state_dict(tmp_path) -> None:
 # ---- properties -----------------------------------------------------------------------------------
 
 dtypes = st.sampled_from(
-    [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32, torch.uint8, torch.bool]
-)
+    [
+        torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2,
+        torch.int32, torch.uint8, torch.bool, torch.complex64,
+    ]
+)  # fmt: skip
 
 
 @st.composite
@@ -454,7 +457,9 @@ def test_diff_reports_exactly_the_changed_keys(sd, data) -> None:
             del b[key]
             changed.add(key)
         elif action == "dtype":
-            b[key] = t.to(torch.float64 if t.dtype != torch.float64 else torch.float32)
+            b[key] = (t.real if t.is_complex() else t).to(
+                torch.float64 if t.dtype != torch.float64 else torch.float32
+            )
             changed.add(key)
     if data.draw(st.booleans()):
         b["added.key"] = torch.tensor([123456.0, -1.0])

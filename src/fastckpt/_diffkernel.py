@@ -105,15 +105,25 @@ def compare_tensor_pairs(
 
 
 def tensor_norm(t: torch.Tensor) -> float:
-    """||t||_2 over its finite elements, in float64, on the tensor's device."""
+    """||t||_2 over its finite elements, summed in float64 on the tensor's device, in chunks so
+    that no full-size temporary is made."""
     import torch
 
     x = t.detach().reshape(-1)
-    n = torch.linalg.vector_norm(x, dtype=torch.float64)
-    if not bool(torch.isfinite(n)):
-        x = torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype, device=x.device))
-        n = torch.linalg.vector_norm(x, dtype=torch.float64)
-    return float(n)
+    total = 0.0
+    for start in range(0, x.numel(), _TENSOR_CHUNK):
+        c = x[start : start + _TENSOR_CHUNK]
+        if c.element_size() == 1:  # float8: torch does not promote it to float64 directly
+            c = c.float()
+        n = torch.linalg.vector_norm(c, dtype=torch.float64)
+        if not bool(torch.isfinite(n)):
+            c = torch.where(torch.isfinite(c), c, torch.zeros((), dtype=c.dtype, device=c.device))
+            n = torch.linalg.vector_norm(c, dtype=torch.float64)
+        total += float(n) ** 2
+    return math.sqrt(total)
+
+
+_TENSOR_CHUNK = 1 << 26
 
 
 # ---- ||A|| of a host buffer, without torch ------------------------------------------------------

@@ -113,6 +113,8 @@ def walk(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any, bool]]:
     scalars (betas, a param id list) is one value leaf, as in the format readers."""
     if _is_tensor(obj):
         yield prefix, obj, True
+    elif isinstance(obj, Mapping) and not obj and not prefix:
+        return  # an empty state_dict has no leaves
     elif isinstance(obj, Mapping) and obj:
         for k, v in obj.items():
             yield from walk(v, f"{prefix}.{k}" if prefix else str(k))
@@ -136,6 +138,10 @@ def memory_side(obj: Any, label: str) -> Side:
         raise UsageError(f"diff expects a path or a (nested) state_dict mapping, got {type(obj).__name__}")
     side = Side(label=label, format="state_dict")
     for key, v, is_tensor in walk(obj):
+        if key in side.leaves or key in side.values:
+            side.warnings.append(
+                f"key {key!r} appears twice (e.g. 'a.b' and 'a' -> 'b'); the last is compared"
+            )
         if is_tensor:
             t = logical_bytes_tensor(v)
             side.leaves[key] = Leaf(
