@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -60,15 +62,26 @@ def make_checkpoints(folder: str, size: int, n: int) -> tuple[str, str, str]:
     return pa, pb, pc
 
 
-def process_seconds(cmd: list[str], runs: int, warmup: int = 1) -> float:
-    """Median wall time of a process that exits 0 or 1 (diff and cmp exit 1 on a difference)."""
+CPU_SECONDS: dict[str, float] = {}
+
+
+def process_seconds(cmd: list[str], runs: int, warmup: int = 1, label: str = "") -> float:
+    """Median wall time of a process that exits 0 or 1 (diff and cmp exit 1 on a difference);
+    its median CPU time (user + system, all threads) goes to CPU_SECONDS[label]."""
+    cpu: list[float] = []
 
     def once() -> None:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         if rc not in (0, 1):
             raise SystemExit(f"{cmd[0]} exited {rc}")
 
-    return median_seconds(once, runs, warmup)
+    wall = median_seconds(once, runs, warmup)
+    if label:
+        CPU_SECONDS[label] = statistics.median(cpu[warmup:])
+    return wall
 
 
 def warm(*paths: str) -> None:
@@ -92,7 +105,11 @@ def main() -> int:
     pa, pb, pcopy = make_checkpoints(args.dir, size, args.tensors)
     total = os.path.getsize(pa) + os.path.getsize(pb)
     warm(pa, pb, pcopy)
-    exe = shutil.which("fastckpt") or os.path.join(os.path.dirname(sys.executable), "fastckpt")
+    # The fastckpt of this interpreter's environment (a regular install: an editable install
+    # rebuilds on import and adds about a second to every process).
+    exe = os.path.join(os.path.dirname(sys.executable), "fastckpt")
+    if not os.path.exists(exe):
+        exe = shutil.which("fastckpt") or exe
     runs = args.runs
 
     import fastckpt
@@ -100,11 +117,13 @@ def main() -> int:
     report = fastckpt.diff(pa, pb)
     n_diff = report.summary()["different"]
     t: dict[str, float] = {}
-    t["fastckpt_process"] = process_seconds([exe, "diff", pa, pb, "--quiet"], runs)
+    t["fastckpt_process"] = process_seconds([exe, "diff", pa, pb, "--quiet"], runs, label="fastckpt_process")
     t["fastckpt_inprocess"] = median_seconds(lambda: fastckpt.diff(pa, pb), runs)
-    t["cmp_full_read"] = process_seconds(["cmp", pa, pcopy], runs)
+    t["cmp_full_read"] = process_seconds(["cmp", pa, pcopy], runs, label="cmp_full_read")
     t["cmp_a_b_first_difference"] = process_seconds(["cmp", "-s", pa, pb], runs)
-    t["naive_process"] = process_seconds([sys.executable, "-c", NAIVE, pa, pb], max(2, runs // 2))
+    t["naive_process"] = process_seconds(
+        [sys.executable, "-c", NAIVE, pa, pb], max(2, runs // 2), label="naive_process"
+    )
 
     def naive_inprocess() -> None:
         import torch
@@ -119,6 +138,7 @@ def main() -> int:
     t["naive_inprocess"] = median_seconds(naive_inprocess, max(2, runs // 2))
 
     gbs = {k: total / v / 1e9 for k, v in t.items()}
+    load = os.getloadavg()[0]
     ratios = {
         "naive_over_fastckpt_process": t["naive_process"] / t["fastckpt_process"],
         "naive_over_fastckpt_inprocess": t["naive_inprocess"] / t["fastckpt_inprocess"],
@@ -135,7 +155,10 @@ def main() -> int:
         ("naive torch (process)", gbs["naive_process"], f"GB/s  {t['naive_process']:.3f} s"),
         ("naive torch (in-process)", gbs["naive_inprocess"], f"GB/s  {t['naive_inprocess']:.3f} s"),
     ]  # fmt: skip
-    machine = machine_description()
+    rows += [
+        (f"CPU seconds: {name}", sec, "s (user + system, all threads)") for name, sec in CPU_SECONDS.items()
+    ]
+    machine = f"{machine_description()}, load average {load:.1f} at the end"
     print_table(
         f"diff of two {args.size_gib:g} GiB checkpoints, {args.tensors} tensors, {n_diff} differ (hot page cache)",
         rows,
@@ -149,6 +172,8 @@ def main() -> int:
             "tensors": args.tensors,
             "different": n_diff,
             "seconds": t,
+            "cpu_seconds": CPU_SECONDS,
+            "load_average": load,
             "gb_per_s": gbs,
             "ratios": ratios,
         },

@@ -292,6 +292,7 @@ def decode_png(data: bytes) -> tuple[int, int, int, bytes]:
     return w, h, bpp, bytes(out)
 
 
+@pytest.mark.slow
 @needs_browser
 def test_html_report_in_chromium(cli, pair, tmp_path) -> None:
     a, b = pair

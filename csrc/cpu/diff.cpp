@@ -7,6 +7,8 @@
 // skipped entirely: it contributes nothing to any statistic.
 #include "diff.hpp"
 
+#include "diff_isa.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <stdexcept>
@@ -15,7 +17,6 @@
 namespace fastckpt::cpu {
 namespace {
 
-using diff::Chunk;
 using diff::Kind;
 using diff::Partial;
 
@@ -53,44 +54,154 @@ const std::vector<DiffDType> kTable = {
     {"raw16", Kind::kBits, 16},
 };
 
-Chunk load_chunk(const uint8_t* p, size_t n) {
-  Chunk c{{0, 0}};
-  if (n == diff::kChunkBytes) {
-    std::memcpy(c.w, p, diff::kChunkBytes);  // a fixed size: two plain loads, no call
-  } else {
-    std::memcpy(c.w, p, n);
+
+template <uint32_t Size>
+struct UInt;
+template <>
+struct UInt<1> {
+  using T = uint8_t;
+};
+template <>
+struct UInt<2> {
+  using T = uint16_t;
+};
+template <>
+struct UInt<4> {
+  using T = uint32_t;
+};
+template <>
+struct UInt<8> {
+  using T = uint64_t;
+};
+
+// One element after another, without branches: the same definitions as diff::differing_element
+// (which the GPU uses), for the elements the vector kernels leave over and for the other float
+// formats. Elements whose bits are equal contribute exact zeros, which leave every sum unchanged.
+template <Kind K, uint32_t Size>
+void row_elements(const uint8_t* a, const uint8_t* b, uint32_t n, double* c_abs, double* c_sq, RowAccum& rs) {
+  using U = typename UInt<Size>::T;
+  const double inf = diff::bits_to_double(diff::kInfBits);
+  for (uint32_t e = 0; e < n; ++e) {
+    U xa, xb;
+    std::memcpy(&xa, a + static_cast<size_t>(e) * Size, Size);
+    std::memcpy(&xb, b + static_cast<size_t>(e) * Size, Size);
+    const uint64_t ua = xa, ub = xb;
+    const bool differ = ua != ub;
+    rs.n_diff += differ;
+    if constexpr (K != Kind::kBits) {
+      const uint32_t ca = diff::classify<K>(ua), cb = diff::classify<K>(ub);
+      rs.introduced += differ & (cb != diff::kFinite) & (cb != ca);
+      rs.removed += differ & (ca != diff::kFinite) & (ca != cb);
+      const bool use = differ & (ca == diff::kFinite) & (cb == diff::kFinite);
+      const double x = diff::decode<K>(ua), y = diff::decode<K>(ub);
+      const double d_any = diff::abs_exact(diff::sub_rn(x, y));
+      const double d = use ? d_any : 0.0;
+      c_abs[e] = d;
+      c_sq[e] = diff::mul_rn(d, d);
+      if (!use) continue;
+      if (d > rs.max_abs) rs.max_abs = d;
+      const double ax = diff::abs_exact(x);
+      if (ax == 0.0) {
+        if (d != 0.0) rs.max_rel = inf;
+      } else if (diff::rel_may_exceed(d, ax, rs.max_rel)) {
+        const double r = diff::div_rn(d, ax);
+        if (r > rs.max_rel) rs.max_rel = r;
+      }
+      const uint64_t u = diff::ulp_distance(diff::ordered<K>(ua), diff::ordered<K>(ub));
+      if (u > rs.max_ulp) rs.max_ulp = u;
+    }
   }
-  return c;
 }
 
+using VectorRowFn = void (*)(const uint8_t*, const uint8_t*, uint32_t, double*, double*, RowAccum*);
+
+// The AVX2 row kernel for K, or null (then every element takes row_elements).
+template <Kind K>
+VectorRowFn vector_row() {
+  static const bool avx2 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  if (!avx2) return nullptr;
+  if constexpr (K == Kind::kF64) return diff_row_f64_avx2;
+  if constexpr (K == Kind::kF32) return diff_row_f32_avx2;
+  if constexpr (K == Kind::kBF16) return diff_row_bf16_avx2;
+  return nullptr;
+}
+
+constexpr uint64_t kRowBytes = uint64_t{diff::kLanes} * diff::kChunkBytes;  // 4 KiB: chunk k*256 + t, t < 256
+
+// One tile, row by row (row k holds chunk k*256 + t for lane t, so a lane's elements in row order
+// are its canonical order). Equal rows are skipped with memcmp.
 template <Kind K, uint32_t Size>
 Partial tile_partial(const uint8_t* a, const uint8_t* b, uint64_t tile_off, uint64_t nbytes) {
   Partial p = diff::empty_partial();
   const uint64_t tile_len = std::min<uint64_t>(diff::kTileBytes, nbytes - tile_off);
   if (std::memcmp(a + tile_off, b + tile_off, tile_len) == 0) return p;
-  double lane_abs[diff::kLanes] = {};
-  double lane_sq[diff::kLanes] = {};
-  const uint64_t n_chunks = (tile_len + diff::kChunkBytes - 1) / diff::kChunkBytes;
-  for (uint64_t c = 0; c < n_chunks; ++c) {
-    const uint64_t off = tile_off + c * diff::kChunkBytes;
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(diff::kChunkBytes, nbytes - off));
-    const Chunk ca = load_chunk(a + off, n), cb = load_chunk(b + off, n);
-    if (ca.w[0] == cb.w[0] && ca.w[1] == cb.w[1]) continue;
-    const uint32_t lane = static_cast<uint32_t>(c % diff::kLanes);
-    diff::compare_chunk<K, Size>(ca, cb, static_cast<uint32_t>(n / Size), off / Size, p, lane_abs[lane],
-                                 lane_sq[lane]);
-  }
-  if constexpr (K != Kind::kBits) {
-    for (uint32_t h = diff::kLanes / 2; h >= 1; h >>= 1) {
-      for (uint32_t t = 0; t < h; ++t) {
-        lane_abs[t] = diff::add_rn(lane_abs[t], lane_abs[t + h]);
-        lane_sq[t] = diff::add_rn(lane_sq[t], lane_sq[t + h]);
+  if constexpr (Size == 16) {
+    for (uint64_t off = tile_off; off < tile_off + tile_len; off += 16) {
+      if (std::memcmp(a + off, b + off, 16) != 0) {
+        p.n_diff += 1;
+        if (off / 16 < p.first_diff) p.first_diff = off / 16;
       }
     }
-    p.sum_abs = lane_abs[0];
-    p.sum_sq = lane_sq[0];
+    return p;
+  } else {
+    constexpr uint32_t per_row = static_cast<uint32_t>(kRowBytes / Size);
+    constexpr uint32_t per_chunk = diff::kChunkBytes / Size;
+    double lane_abs[diff::kLanes] = {};
+    double lane_sq[diff::kLanes] = {};
+    alignas(64) double c_abs[per_row];
+    alignas(64) double c_sq[per_row];
+    RowAccum rs;
+    uint64_t first = diff::kNoIndex;
+    const VectorRowFn vec = vector_row<K>();
+    for (uint64_t row_off = tile_off; row_off < tile_off + tile_len; row_off += kRowBytes) {
+      const uint64_t row_len = std::min<uint64_t>(kRowBytes, tile_off + tile_len - row_off);
+      const uint8_t* ra = a + row_off;
+      const uint8_t* rb = b + row_off;
+      if (std::memcmp(ra, rb, row_len) == 0) continue;
+      const uint32_t n = static_cast<uint32_t>(row_len / Size);
+      if (first == diff::kNoIndex) {
+        uint32_t e = 0;
+        while (std::memcmp(ra + static_cast<size_t>(e) * Size, rb + static_cast<size_t>(e) * Size, Size) == 0) ++e;
+        first = row_off / Size + e;
+      }
+      const uint32_t n_vec = vec != nullptr ? n & ~3u : 0;
+      if (n_vec != 0) vec(ra, rb, n_vec, c_abs, c_sq, &rs);
+      row_elements<K, Size>(ra + static_cast<size_t>(n_vec) * Size, rb + static_cast<size_t>(n_vec) * Size, n - n_vec,
+                            c_abs + n_vec, c_sq + n_vec, rs);
+      if constexpr (K != Kind::kBits) {
+        for (uint32_t e = n; e < per_row; ++e) c_abs[e] = c_sq[e] = 0.0;
+        // v outside, lanes inside: each lane still adds its elements in index order, and the
+        // inner loop over independent lanes vectorizes.
+        for (uint32_t v = 0; v < per_chunk; ++v) {
+          for (uint32_t t = 0; t < diff::kLanes; ++t) {
+            lane_abs[t] = diff::add_rn(lane_abs[t], c_abs[t * per_chunk + v]);
+            lane_sq[t] = diff::add_rn(lane_sq[t], c_sq[t * per_chunk + v]);
+          }
+        }
+      }
+    }
+    p.max_abs = rs.max_abs;
+    p.max_rel = rs.max_rel;
+    p.max_ulp = rs.max_ulp;
+    p.n_diff = rs.n_diff;
+    p.introduced = rs.introduced;
+    p.removed = rs.removed;
+    p.first_diff = first;
+    if constexpr (K != Kind::kBits) {
+      for (uint32_t h = diff::kLanes / 2; h >= 1; h >>= 1) {
+        for (uint32_t t = 0; t < h; ++t) {
+          lane_abs[t] = diff::add_rn(lane_abs[t], lane_abs[t + h]);
+          lane_sq[t] = diff::add_rn(lane_sq[t], lane_sq[t + h]);
+        }
+      }
+      p.sum_abs = lane_abs[0];
+      p.sum_sq = lane_sq[0];
+    }
+    return p;
   }
-  return p;
 }
 
 using TileFn = Partial (*)(const uint8_t*, const uint8_t*, uint64_t, uint64_t);

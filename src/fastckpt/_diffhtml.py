@@ -29,6 +29,16 @@ COLORS = {
     "shape_changed": "#8d0801",
 }
 
+LEGEND = {
+    "within-tol": "within tolerance",
+    "renamed": "renamed (equal)",
+    "renamed*": "renamed and changed",
+    "only_a": "only in A",
+    "only_b": "only in B",
+    "dtype_changed": "dtype changed",
+    "shape_changed": "shape changed",
+}
+
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1f2933;background:#fff}
 h1{font-size:22px;margin:0 0 8px}h2{font-size:17px;margin:28px 0 8px}
@@ -126,7 +136,9 @@ def chart_svg(tensors: list[TensorChange], width: int = 1100, height: int = 320)
 
 
 def _legend() -> str:
-    items = "".join(f'<span><i style="background:{c}"></i>{_e(k)}</span>' for k, c in COLORS.items())
+    items = "".join(
+        f'<span><i style="background:{c}"></i>{_e(LEGEND.get(k, k))}</span>' for k, c in COLORS.items()
+    )
     return f'<div class="legend">{items}</div>'
 
 
@@ -136,9 +148,9 @@ def _tensor_rows(tensors: list[TensorChange]) -> str:
         frac = t.fraction_different
         key = _e(t.key) + (f" &rarr; {_e(t.key_b)}" if t.key_b else "")
         what = f"{t.dtype or t.dtype_b} {fmt_shape(t.shape if t.shape is not None else t.shape_b)}"
-        if t.status == "dtype_changed":
+        if t.dtype is not None and t.dtype_b is not None and t.dtype != t.dtype_b:
             what = f"{t.dtype} &rarr; {t.dtype_b}"
-        elif t.status == "shape_changed":
+        elif t.shape is not None and t.shape_b is not None and t.shape != t.shape_b:
             what = f"{fmt_shape(t.shape)} &rarr; {fmt_shape(t.shape_b)}"
         cells = [
             f'<td class="s" style="color:{COLORS.get(change_label(t), "#333")}">{_e(change_label(t))}</td>',

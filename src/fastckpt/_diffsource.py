@@ -50,8 +50,6 @@ class Leaf:
     def as_tensor(self) -> torch.Tensor:
         if self.tensor is not None:
             return self.tensor  # type: ignore[no-any-return]
-        from ._diffkernel import buffer_tensor
-
         return buffer_tensor(self.buffer, self.dtype, self.shape)
 
 
@@ -85,6 +83,23 @@ class Side:
         self._maps.clear()
 
 
+def buffer_tensor(buf: Any, dtype: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """A zero-copy tensor over a read-only buffer (a slice of a mapped file). torch warns that
+    the buffer is not writable; nothing here writes to it."""
+    import warnings
+
+    import torch
+
+    dt = getattr(torch, dtype, None)
+    if not isinstance(dt, torch.dtype):
+        raise UsageError(f"cannot compare a {dtype} tensor from a file with an in-memory tensor")
+    if memoryview(buf).nbytes == 0:
+        return torch.empty(shape, dtype=dt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.frombuffer(buf, dtype=dt).reshape(shape)
+
+
 # ---- in-memory state_dicts -------------------------------------------------------------------
 
 
@@ -98,6 +113,8 @@ def walk(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any, bool]]:
     scalars (betas, a param id list) is one value leaf, as in the format readers."""
     if _is_tensor(obj):
         yield prefix, obj, True
+    elif isinstance(obj, Mapping) and not obj and not prefix:
+        return  # an empty state_dict has no leaves
     elif isinstance(obj, Mapping) and obj:
         for k, v in obj.items():
             yield from walk(v, f"{prefix}.{k}" if prefix else str(k))
@@ -121,6 +138,10 @@ def memory_side(obj: Any, label: str) -> Side:
         raise UsageError(f"diff expects a path or a (nested) state_dict mapping, got {type(obj).__name__}")
     side = Side(label=label, format="state_dict")
     for key, v, is_tensor in walk(obj):
+        if key in side.leaves or key in side.values:
+            side.warnings.append(
+                f"key {key!r} appears twice (e.g. 'a.b' and 'a' -> 'b'); the last is compared"
+            )
         if is_tensor:
             t = logical_bytes_tensor(v)
             side.leaves[key] = Leaf(
@@ -297,8 +318,6 @@ def _map(path: str, size: int) -> mmap.mmap:
 def _strided_tensor(buf: memoryview, span: Any) -> torch.Tensor:
     """The logical (contiguous) bytes of a view saved with its strides: copied by torch from the
     covering storage range, which lies inside the mapped file."""
-    from ._diffkernel import buffer_tensor
-
     flat = buffer_tensor(buf, span.dtype, (len(buf) // span.itemsize,))
     return flat.as_strided(span.shape, span.stride, 0).contiguous()
 

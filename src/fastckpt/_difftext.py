@@ -47,9 +47,9 @@ def change_label(t: TensorChange) -> str:
 
 def _row(t: TensorChange) -> list[str]:
     key = t.key if t.status != "renamed" else f"{t.key} -> {t.key_b}"
-    if t.status == "dtype_changed":
+    if t.dtype_b is not None and t.dtype is not None and t.dtype != t.dtype_b:
         what = f"{t.dtype} -> {t.dtype_b}"
-    elif t.status == "shape_changed":
+    elif t.shape is not None and t.shape_b is not None and t.shape != t.shape_b:
         what = f"{fmt_shape(t.shape)} -> {fmt_shape(t.shape_b)}"
     else:
         what = f"{t.dtype or t.dtype_b} {fmt_shape(t.shape if t.shape is not None else t.shape_b)}"
@@ -112,6 +112,8 @@ def format_report(r: DiffReport, limit: int = 50) -> str:
         out += table([_row(t) for t in shown], HEADER)
         if len(shown) < len(changes):
             out.append(f"... {len(changes) - len(shown)} more changed tensors (--limit 0 shows all)")
+    if any(t.status == "renamed" and not t.content_equal for t in changes):
+        out.append("(renamed*: renamed and changed)")
     if r.renames:
         out.append("")
         out.append("renames (A -> B):")

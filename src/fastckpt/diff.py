@@ -160,8 +160,17 @@ class DiffReport:
         still be missing, unexpected or mismatched."""
         missing = [t.key for t in self.tensors if t.status == "only_a"]
         unexpected = [t.key for t in self.tensors if t.status == "only_b"]
-        mismatched = [t.key for t in self.tensors if t.status in ("dtype_changed", "shape_changed")]
-        shape_mismatch = [t.key for t in self.tensors if t.status == "shape_changed"]
+        mismatched = [
+            t.key
+            for t in self.tensors
+            if t.status in ("dtype_changed", "shape_changed")
+            or (t.status == "renamed" and (t.dtype != t.dtype_b or t.shape != t.shape_b))
+        ]
+        shape_mismatch = [
+            t.key
+            for t in self.tensors
+            if t.status == "shape_changed" or (t.status == "renamed" and t.shape != t.shape_b)
+        ]
         return {
             "mapping": dict(self.mapping),
             "missing": missing,
@@ -354,21 +363,18 @@ def _leaf_digest(leaf: Leaf) -> int:
     return leaf.digest
 
 
-def _compare_leaves(la: Leaf, lb: Leaf) -> Any:
-    from . import _diffkernel
-
-    if la.buffer is not None and lb.buffer is not None:
-        return _diffkernel.compare_buffers(la.buffer, lb.buffer, la.dtype, la.shape)
+def _tensor_pair(la: Leaf, lb: Leaf) -> tuple[Any, Any]:
+    """The two tensors of a pair on one device. Device bytes never go to the host: when one side
+    is on a GPU, the other side (host memory or a mapped file) is copied to that GPU."""
     ta, tb = la.as_tensor(), lb.as_tensor()
     if ta.device != tb.device:
-        # Never copy device bytes to the host: bring the host side to the GPU.
         if ta.device.type == "cuda":
             tb = tb.to(ta.device)
         elif tb.device.type == "cuda":
             ta = ta.to(tb.device)
         else:  # pragma: no cover - only cpu and cuda tensors reach here
             tb = tb.to(ta.device)
-    return _diffkernel.compare_tensors(ta, tb)
+    return ta, tb
 
 
 def _set_equal(t: TensorChange, numel: int, dtype: str) -> None:
@@ -424,9 +430,10 @@ def _run_pairs(
     threads: int,
     progress: Callable[[int], None],
 ) -> None:
-    def one(job: tuple[TensorChange, Leaf, Leaf]) -> None:
+    from ._diffkernel import compare_buffers, compare_tensor_pairs
+
+    def finish(job: tuple[TensorChange, Leaf, Leaf], st: Any) -> None:
         t, la, lb = job
-        st = _compare_leaves(la, lb)
         if t.status == "renamed":
             t.content_equal = bool(st.equal)
         elif not st.equal:
@@ -434,19 +441,33 @@ def _run_pairs(
         _fill_stats(t, st, atol, rtol)
         progress(la.nbytes + lb.nbytes)
 
-    host = sorted(
-        (j for j in jobs if j[1].device == "cpu" and j[2].device == "cpu"), key=lambda j: -j[1].nbytes
-    )
-    device = [j for j in jobs if not (j[1].device == "cpu" and j[2].device == "cpu")]
-    for j in device:
-        one(j)
-    workers = max(1, min(threads or os.cpu_count() or 1, len(host)))
-    if workers == 1:
-        for j in host:
-            one(j)
+    def on_buffers(job: tuple[TensorChange, Leaf, Leaf], n_threads: int) -> None:
+        _, la, lb = job
+        finish(job, compare_buffers(la.buffer, lb.buffer, la.dtype, la.shape, n_threads))
+
+    host = [j for j in jobs if j[1].buffer is not None and j[2].buffer is not None]
+    others = [j for j in jobs if not (j[1].buffer is not None and j[2].buffer is not None)]
+    if others:
+        # In-memory tensors: one batch; GPU pairs share the kernel launches on their device.
+        pairs = [_tensor_pair(la, lb) for _, la, lb in others]
+        for j, st in zip(others, compare_tensor_pairs(pairs, threads), strict=True):
+            finish(j, st)
+    # Large pairs one after another, each spread over all threads by the kernel; small pairs
+    # side by side, one thread each (the kernel runs small inputs on one thread anyway).
+    n = threads or os.cpu_count() or 1
+    big = sorted((j for j in host if j[1].nbytes >= _BIG_PAIR_BYTES), key=lambda j: -j[1].nbytes)
+    small = [j for j in host if j[1].nbytes < _BIG_PAIR_BYTES]
+    for j in big:
+        on_buffers(j, n)
+    if n == 1 or len(small) <= 1:
+        for j in small:
+            on_buffers(j, 1)
     else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, host))
+        with ThreadPoolExecutor(min(n, len(small))) as pool:
+            list(pool.map(lambda j: on_buffers(j, 1), small))
+
+
+_BIG_PAIR_BYTES = 8 << 20
 
 
 def _order_entries(sa: Side, sb: Side, entries: dict[str, TensorChange], b_only: Iterable[str]) -> None:
@@ -537,11 +558,9 @@ def _diff_sides(
             sb.leaves[k].nbytes for k in only_b
         )
 
-        def compatible(ka: str, kb: str) -> bool:
-            la, lb = sa.leaves[ka], sb.leaves[kb]
-            return la.dtype == lb.dtype and la.shape == lb.shape
-
-        renames = infer_renames(da, db, compatible=compatible)
+        # A key that a learned rule maps to exactly one key of B is paired even when its dtype or
+        # shape changed: "renamed and converted" says more than one key removed and one added.
+        renames = infer_renames(da, db, compatible=lambda ka, kb: True)
         report.renames = renames.rule_strings
         report.rename_counts = [(str(r), n) for r, n in renames.rules]
         report.mapping = renames.b_to_a()
@@ -561,6 +580,8 @@ def _diff_sides(
         entries[key] = t
         if renames is not None and key in renames.equal_pairs:
             _set_equal(t, la.numel, la.dtype)
+        elif la.dtype != lb.dtype or la.shape != lb.shape:
+            t.content_equal = False  # not compared: see dtype/dtype_b, shape/shape_b
         else:
             jobs.append((t, la, lb))
     b_only_keys = [k for k in only_b if k not in paired_b]
