@@ -2,7 +2,8 @@
 # Installs optional tools some tests use; every such test skips cleanly when its tool is missing,
 # so this script never fails the run. Called by scripts/test.sh with the venv's python as $1.
 #
-#   Chromium (headless): renders `fastckpt diff --html` reports in tests/test_diff_cli.py.
+#   Chromium (headless): renders `fastckpt diff --html` reports in tests/test_diff_cli.py and
+#     `fastckpt report --html` pages in tests/test_report_html.py.
 #   safetensors (pip, in the venv): cross-format diff tests (.pt vs .safetensors).
 py="${1:-python3}"
 
