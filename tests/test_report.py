@@ -343,3 +343,22 @@ def test_cli_errors(run4, cli, tmp_path, args, message) -> None:
     assert out.returncode == 2
     assert out.stderr.startswith("fastckpt: error: ") and message in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_observed_interval_from_modification_times(tmp_path) -> None:
+    base = time.time() - 10_000
+    for i, step in enumerate((100, 200, 300)):
+        p = tmp_path / f"step_{step}.pt"
+        torch.save({"w": torch.full((10,), float(step))}, p)
+        os.utime(p, (base + 600 * i, base + 600 * i))
+    iv = build_report(str(tmp_path), save_seconds=30.0, mtbf_hours=10.0)["interval"]
+    assert iv["observed_seconds"] == pytest.approx(600.0)
+    assert iv["observed_waste_fraction"] == pytest.approx(waste_fraction(570.0, 30.0, 36000.0))
+    assert iv["observed_lost_seconds_per_failure"] == pytest.approx(
+        expected_loss_per_failure(570.0, 30.0, 36000.0)
+    )
+    assert iv["steps_per_second"] == pytest.approx(200 / 1200)
+    assert iv["recommended_steps"] == round(iv["recommended_seconds"] * 200 / 1200)
+    # Gaps shorter than a save are copies or uploads, not training intervals.
+    iv = build_report(str(tmp_path), save_seconds=900.0)["interval"]
+    assert iv["observed_seconds"] is None and iv["observed_waste_fraction"] is None

@@ -746,9 +746,10 @@ def _interval(facts: list[CkptFacts], mtbf_hours: float | None, save_seconds: fl
     if len(facts) >= 2 and all(t is not None for t in times):
         gaps = [b - a for a, b in itertools.pairwise(times)]  # type: ignore[operator]
         gaps = [g for g in gaps if g > 0]
-        if gaps:
+        # A gap no longer than the save itself is not a training interval (a copy, an upload).
+        if gaps and statistics.median(gaps) > c:
             obs = statistics.median(gaps)
-            tau = max(obs - c, 1e-9)
+            tau = obs - c
             out["observed_seconds"] = obs
             out["observed_lost_seconds_per_failure"] = expected_loss_per_failure(tau, c, m)
             out["observed_waste_fraction"] = waste_fraction(tau, c, m)
