@@ -275,10 +275,12 @@ class RangeReader:
         return [f.result() for f in futures]
 
     def iter_chunks(
-        self, start: int = 0, end: int | None = None, *, chunk: int = CHUNK, ahead: int | None = None
+        self, start: int = 0, end: int | None = None, *, chunk: int | None = None, ahead: int | None = None
     ) -> Iterator[tuple[int, bytes]]:
-        """(offset, bytes) over [start, end) in order, keeping up to `ahead` ranged reads in flight."""
+        """(offset, bytes) over [start, end) in order, keeping up to `ahead` ranged reads in flight.
+        `chunk` defaults to the module's CHUNK at call time."""
         end = self.size if end is None else min(end, self.size)
+        chunk = chunk or CHUNK
         ranges = [(o, min(chunk, end - o)) for o in range(start, end, chunk)]
         yield from zip((o for o, _ in ranges), self.iter_ranges(ranges, ahead=ahead), strict=True)
 
@@ -345,7 +347,7 @@ def iter_leaf_digests(
     leaf_size: int = 65536,
     *,
     threads: int = 0,
-    chunk: int = CHUNK,
+    chunk: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[int, bytes]]:
     """(index of the first leaf, packed leaf digests) for consecutive chunks of a file or object.
@@ -357,7 +359,7 @@ def iter_leaf_digests(
     from .digest import check_leaf_size
 
     check_leaf_size(leaf_size)
-    chunk = max(chunk // leaf_size, 1) * leaf_size
+    chunk = max((chunk or CHUNK) // leaf_size, 1) * leaf_size
     if isinstance(source, RangeReader) or is_url(source):
         reader = source if isinstance(source, RangeReader) else open_reader(source)
         try:
