@@ -24,6 +24,7 @@
 #include "cpu/crc32.hpp"
 #include "cpu/cuda_emulation.hpp"
 #include "cpu/diff.hpp"
+#include "cpu/gf256.hpp"  // Reed-Solomon parity
 #include "cpu/mapped_file.hpp"
 #include "cpu/sum_squares.hpp"
 #include "cuda/backend.hpp"
@@ -382,6 +383,197 @@ PYBIND11_MODULE(_native, m) {
   }
 
   // ---- Reed-Solomon parity (repair issue) ----
+  // The engine of docs/FORMAT.md "Parity (Reed-Solomon)"; fastckpt.parity is its public API. Parity and
+  // rebuilt leaves come back as new bytes objects, filled without the GIL (nothing else sees them yet).
+  {
+    auto rs_kernels = [](const std::string& isa) -> const gf::Kernels& {
+      try {
+        return gf::kernels_for(isa.empty() ? gf::default_isa() : isa);
+      } catch (const std::invalid_argument& e) {
+        throw py::value_error(e.what());
+      }
+    };
+    auto rs_code = [](uint64_t size, size_t leaf_size, int k, int m, size_t groups) {
+      check_leaf_size(leaf_size);
+      gf::Code code{leaf_size, k, m, groups};
+      try {
+        gf::check_code(code, size);
+      } catch (const std::invalid_argument& e) {
+        throw py::value_error(e.what());
+      }
+      return code;
+    };
+    auto new_bytes = [](size_t n) {
+      PyObject* out = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(n));
+      if (out == nullptr) throw py::error_already_set();
+      return py::reinterpret_steal<py::bytes>(out);
+    };
+    auto bytes_ptr = [](py::bytes& b) { return reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(b.ptr())); };
+
+    m.def(
+        "rs_encode",
+        [=](const py::object& data, size_t leaf_size, int k, int m_, size_t groups, int threads, const std::string& isa) {
+          const gf::Kernels& kern = rs_kernels(isa);
+          BufferView buf(data);
+          const gf::Code code = rs_code(buf.size(), leaf_size, k, m_, groups);
+          py::bytes parity = new_bytes(static_cast<size_t>(m_) * groups * leaf_size);
+          uint8_t* out = bytes_ptr(parity);
+          py::gil_scoped_release release;
+          gf::encode(buf.data(), buf.size(), code, out, nullptr, nullptr, threads, kern);
+          return parity;
+        },
+        py::arg("data"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"), py::arg("threads") = 0,
+        py::arg("isa") = "",
+        "Reed-Solomon parity of a C-contiguous buffer: m * groups leaves of leaf_size bytes, parity leaf\n"
+        "r * groups + g for row r of group g (data leaf i is in group i % groups).");
+
+    m.def(
+        "rs_protect",
+        [=](const py::object& data, size_t leaf_size, int k, int m_, size_t groups, int threads, const std::string& isa) {
+          const gf::Kernels& kern = rs_kernels(isa);
+          auto loop = loop_for("");
+          BufferView buf(data);
+          const gf::Code code = rs_code(buf.size(), leaf_size, k, m_, groups);
+          py::bytes parity = new_bytes(static_cast<size_t>(m_) * groups * leaf_size);
+          py::bytes digests = new_bytes((buf.size() + leaf_size - 1) / leaf_size * 8);
+          uint8_t* out = bytes_ptr(parity);
+          auto* dig = reinterpret_cast<uint64_t*>(bytes_ptr(digests));
+          {
+            py::gil_scoped_release release;
+            gf::encode(buf.data(), buf.size(), code, out, dig, loop, threads, kern);
+          }
+          return py::make_tuple(digests, parity);
+        },
+        py::arg("data"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"), py::arg("threads") = 0,
+        py::arg("isa") = "",
+        "Leaf digests (packed little-endian u64, as leaf_digests) and rs_encode parity in one pass over memory.");
+
+    m.def(
+        "rs_protect_file",
+        [=](const std::string& path, size_t leaf_size, int k, int m_, size_t groups, int threads, const std::string& isa) {
+          const gf::Kernels& kern = rs_kernels(isa);
+          auto loop = loop_for("");
+          check_leaf_size(leaf_size);
+          std::unique_ptr<cpu::MappedFile> file;
+          try {
+            py::gil_scoped_release release;
+            file = std::make_unique<cpu::MappedFile>(path);
+          } catch (const std::system_error& e) {
+            errno = e.code().value();
+            PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
+            throw py::error_already_set();
+          }
+          const gf::Code code = rs_code(file->size(), leaf_size, k, m_, groups);
+          py::bytes parity = new_bytes(static_cast<size_t>(m_) * groups * leaf_size);
+          py::bytes digests = new_bytes((file->size() + leaf_size - 1) / leaf_size * 8);
+          uint8_t* out = bytes_ptr(parity);
+          auto* dig = reinterpret_cast<uint64_t*>(bytes_ptr(digests));
+          {
+            py::gil_scoped_release release;
+            gf::encode(file->data(), file->size(), code, out, dig, loop, threads, kern);
+          }
+          return py::make_tuple(file->size(), digests, parity);
+        },
+        py::arg("path"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"), py::arg("threads") = 0,
+        py::arg("isa") = "",
+        "mmap a file and return (size, leaf digests, parity) as rs_protect. k, m and groups must fit the\n"
+        "file's size at the time it is opened (ValueError otherwise).");
+
+    m.def(
+        "rs_reconstruct",
+        [=](const py::object& data, uint64_t size, size_t leaf_size, int k, int m_, size_t groups,
+            const py::object& parity, std::vector<uint64_t> damaged, std::vector<uint64_t> damaged_parity, int threads,
+            const std::string& isa) {
+          const gf::Kernels& kern = rs_kernels(isa);
+          const gf::Code code = rs_code(size, leaf_size, k, m_, groups);
+          BufferView buf(data);
+          BufferView par(parity);
+          const size_t want = static_cast<size_t>(m_) * groups * leaf_size;
+          if (par.size() != want)
+            throw py::value_error("parity holds " + std::to_string(par.size()) + " bytes but m * groups * leaf_size = " +
+                                  std::to_string(want) + "; pass the parity made with these k, m, groups and leaf_size");
+          gf::ReconstructPlan plan;
+          try {
+            plan = gf::plan_reconstruct(buf.size(), size, code, damaged, damaged_parity);
+          } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+          }
+          py::bytes out = new_bytes(plan.rebuilt.size() * leaf_size);
+          uint8_t* dst = bytes_ptr(out);
+          {
+            py::gil_scoped_release release;
+            gf::reconstruct(buf.data(), buf.size(), size, code, par.data(), damaged_parity, plan, dst, threads, kern);
+          }
+          return py::make_tuple(plan.rebuilt, plan.lost, out);
+        },
+        py::arg("data"), py::arg("size"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"),
+        py::arg("parity"), py::arg("damaged"), py::arg("damaged_parity") = std::vector<uint64_t>{},
+        py::arg("threads") = 0, py::arg("isa") = "",
+        "Rebuild damaged data leaves of the original byte range [0, size) from the damaged buffer and the\n"
+        "parity. Leaves not wholly inside data (a truncated buffer) count as damaged. Returns (rebuilt,\n"
+        "lost, leaves): rebuilt and lost are ascending leaf indices; leaves holds len(rebuilt) slots of\n"
+        "leaf_size bytes, slot j being leaf rebuilt[j] (the short last leaf zero-padded).");
+
+    m.def(
+        "rs_xor_encode",
+        [=](const py::object& data, size_t leaf_size, size_t groups, int threads, const std::string& isa) {
+          const gf::Kernels& kern = rs_kernels(isa);
+          BufferView buf(data);
+          rs_code(buf.size(), leaf_size, 255, 1, groups);
+          py::bytes parity = new_bytes(groups * leaf_size);
+          uint8_t* out = bytes_ptr(parity);
+          py::gil_scoped_release release;
+          gf::xor_encode(buf.data(), buf.size(), leaf_size, groups, out, threads, kern);
+          return parity;
+        },
+        py::arg("data"), py::arg("leaf_size"), py::arg("groups"), py::arg("threads") = 0, py::arg("isa") = "",
+        "Plain XOR parity with the same interleaving (groups leaves; leaf g = XOR of data leaves i % groups == g).\n"
+        "A benchmark baseline: it repairs one leaf per group.");
+
+    m.def(
+        "gf256_mul",
+        [=](const py::object& data, int coef, const std::string& isa) {
+          if (coef < 0 || coef > 255) throw py::value_error("coef must be a byte (0..255)");
+          const gf::Kernels& kern = rs_kernels(isa);
+          BufferView buf(data);
+          py::bytes out = new_bytes(buf.size());
+          uint8_t* dst = bytes_ptr(out);
+          std::memset(dst, 0, buf.size());
+          const gf::CoefTable t = gf::make_coef_table(static_cast<uint8_t>(coef));
+          const uint8_t* src = buf.data();
+          kern.mul_acc(&src, 1, buf.size(), &dst, 1, &t);
+          return out;
+        },
+        py::arg("data"), py::arg("coef"), py::arg("isa") = "",
+        "coef * b in GF(2^8) (polynomial 0x11D) for every byte b, with the given kernel (for tests).");
+
+    m.def(
+        "gf256_cauchy",
+        [](int k, int m_) {
+          try {
+            const auto c = gf::cauchy_matrix(k, m_);
+            return py::bytes(reinterpret_cast<const char*>(c.data()), c.size());
+          } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+          }
+        },
+        py::arg("k"), py::arg("m"), "The m x k Cauchy parity matrix, row-major: 1 / ((k + r) ^ j).");
+
+    m.def(
+        "gf256_invert",
+        [](const py::object& matrix, int n) -> py::object {
+          BufferView buf(matrix);
+          if (n < 1 || n > 256 || buf.size() != static_cast<size_t>(n) * static_cast<size_t>(n))
+            throw py::value_error("matrix must hold n * n bytes with 1 <= n <= 256");
+          std::vector<uint8_t> a(buf.data(), buf.data() + buf.size());
+          if (!gf::invert(a, n)) return py::none();
+          return py::bytes(reinterpret_cast<const char*>(a.data()), a.size());
+        },
+        py::arg("matrix"), py::arg("n"), "Inverse of an n x n row-major GF(2^8) matrix, or None if singular.");
+
+    m.def("rs_available_isas", &gf::available_isas, "Parity kernels usable here, narrowest first.");
+    m.def("rs_default_isa", &gf::default_isa, "The parity kernel used by default (the widest usable).");
+  }
 
   // ---- CUDA entry points (GPU engine issue) ----
   // SAFETY: device addresses follow the contract in csrc/cuda/backend.hpp (the Python layer passes

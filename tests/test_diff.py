@@ -305,3 +305,50 @@ def test_module_does_not_import_torch_for_numpy() -> None:
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_large_diff_releases_the_gil() -> None:
+    import threading
+    import time
+
+    a = np.zeros(16 << 20, dtype=np.float32)
+    b = np.ones(16 << 20, dtype=np.float32)  # every element differs: the slow path, many switch intervals
+    window: list[float] = []
+
+    def worker() -> None:
+        window.append(time.perf_counter())
+        _native.diff_buffers(a, b, "float32", 1)
+        window.append(time.perf_counter())
+
+    ticks: list[float] = []
+    t = threading.Thread(target=worker)
+    t.start()
+    while t.is_alive():
+        ticks.append(time.perf_counter())
+    t.join()
+    start, end = window
+    assert end - start > 0.02, "call too short to tell; enlarge the buffers"
+    assert [x for x in ticks if start + 0.75 * (end - start) < x < end], (len(ticks), end - start)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16", "float8_e5m2", "int32"])
+def test_sparse_changes_at_block_and_row_edges(dtype: str) -> None:
+    size = itemsize(dtype)
+    n = (2 * TILE_BYTES + 4096 + 72) // size  # a short last row and a partial last 64-byte block
+    a = random_bytes(n * size, seed=21)
+    arr = bytearray(a)
+    for e in (
+        0,
+        1,
+        15,
+        16,
+        63 // size,
+        64 // size,
+        4096 // size - 1,
+        4096 // size,
+        TILE_BYTES // size,
+        n - 1,
+    ):
+        arr[e * size] ^= 0x11
+    b = bytes(arr)
+    assert native(a, b, dtype) == reference_diff(a, b, dtype)

@@ -17,6 +17,7 @@ report["probed_at_import"] = fastckpt._backend._cuda_status.cache_info().currsiz
 fastckpt.backends()
 fastckpt.compare_buffers(b"abcd", b"abcd", "uint8")
 report["torch_imported"] = "torch" in sys.modules
+report["numpy_imported"] = "numpy" in sys.modules
 # The driver's primary context of every device must still be inactive.
 try:
     cu = ctypes.CDLL("libcuda.so.1")
@@ -57,6 +58,7 @@ def test_import_and_backends_are_lean(force_cpu: str) -> None:
     report = run_probe({"FASTCKPT_FORCE_CPU": force_cpu})
     assert report["probed_at_import"] is False
     assert report["torch_imported"] is False
+    assert report["numpy_imported"] is False
     assert report["contexts_active"] in (None, False)
     assert report["torch_cuda_initialized"] in (None, False)
 

@@ -326,3 +326,17 @@ def test_format_md_example() -> None:
     assert f"The sidecar is {len(blob)} bytes" in doc
     assert f"its file digest is `{d.hex()}`" in doc
     assert all(f"`{leaf:016x}`" in doc for leaf in d.leaves)
+
+
+def test_re_encoding_a_read_manifest_keeps_everything(tmp_path) -> None:
+    """What a later writer (e.g. parity) does: read, add a section and bulk data, write again."""
+    _, m = sample_manifest()
+    p = write(tmp_path, sc.encode_sidecar(m))
+    got = sc.read_sidecar(p).manifest
+    got.extra.append(sc.Section(sc.SEC_PARITY, 0, b"descriptor"))
+    p2 = write(tmp_path, sc.encode_sidecar(got, bulk=b"\x01" * 5000), "again.fastckpt")
+    again = sc.read_sidecar(p2)
+    assert again.manifest.tensor_entries() == m.tensors
+    assert again.manifest.segment_entries() == m.segments
+    assert again.manifest.extra == [sc.Section(sc.SEC_PARITY, 0, b"descriptor")]
+    assert again.bulk_length == 5000 and not again.damaged

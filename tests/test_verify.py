@@ -14,6 +14,8 @@ import sys
 import zipfile
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastckpt import sidecar as sc
 from fastckpt.protect import protect_dir, protect_file
@@ -283,6 +285,8 @@ def test_verify_with_sidecar_never_imports_torch(tmp_path, cli) -> None:
         assert "fastckpt.verify" in mods and "fastckpt.sidecar" in mods
         assert not {m for m in mods if m == "torch" or m.startswith("torch.")}
         assert "numpy" not in mods
+        # Only the sidecar and the file are read: no format reader is even imported.
+        assert not {m for m in mods if m.startswith("fastckpt.formats")}
 
 
 def _run_python(args: list[str]):  # type: ignore[no-untyped-def]
@@ -486,7 +490,9 @@ def _dcp_folder(path: str) -> None:
     g = torch.Generator().manual_seed(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dcp.save({"w": torch.randn(300, 100, generator=g), "b": torch.randn(100, generator=g)}, checkpoint_id=path)
+        dcp.save(
+            {"w": torch.randn(300, 100, generator=g), "b": torch.randn(100, generator=g)}, checkpoint_id=path
+        )
 
 
 def test_dcp_folder_structural_and_protected(tmp_path, cli) -> None:
@@ -514,3 +520,136 @@ def test_dcp_folder_structural_and_protected(tmp_path, cli) -> None:
     r, out = run_json(cli, root)
     assert r.returncode == 1 and out["missing"] == [shards[0]]
     assert any(p["kind"] == "missing-file" for p in out["problems"])
+
+
+def test_hf_sharded_folder(tmp_path, cli) -> None:
+    root = tmp_path / "hf"
+    root.mkdir()
+    weight_map = {}
+    for i, name in enumerate(["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]):
+        _safetensors(str(root / name), {f"layer{i}.w": ("F32", [1000], opaque_bytes(4000))})
+        weight_map[f"layer{i}.w"] = name
+    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (root / "config.json").write_text("{}")
+    r, out = run_json(cli, str(root))
+    assert r.returncode == 0 and out["format"] == "hf-sharded", r.stderr
+    checked = {f["file"] for f in out["files"]}
+    assert "model.safetensors.index.json" in checked and "config.json" not in checked
+    assert cli(["protect", str(root)]).returncode == 0
+    r, out = run_json(cli, str(root))
+    assert r.returncode == 0 and "config.json" in {f["file"] for f in out["files"]}
+    os.unlink(root / "model-00002-of-00002.safetensors")
+    r, out = run_json(cli, str(root))
+    assert r.returncode == 1 and out["missing"] == ["model-00002-of-00002.safetensors"]
+
+
+def test_demo_shows_the_damaged_tensor(cli) -> None:
+    r = cli(["demo", "--json"])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"] and out["sidecar"].endswith(".fastckpt")
+    assert out["verify"]["ok"] is False and out["damaged_tensors"]
+    assert out["damaged_tensors"] == sorted({k for d in out["verify"]["damaged"] for k in d["tensors"]})
+    text = cli(["demo"])
+    assert text.returncode == 0 and "5. verify: DAMAGED bytes [" in text.stdout
+
+
+def test_sidecar_given_as_the_checkpoint(tmp_path, cli) -> None:
+    p = str(tmp_path / "m.pt")
+    save_model(p)
+    protect_file(p)
+    r = cli(["verify", p + ".fastckpt"])
+    assert (r.returncode, r.stderr) == (
+        2,
+        f"fastckpt: error: {p}.fastckpt: expected a checkpoint, found a fastckpt sidecar: verify {p}\n",
+    )
+    r = cli(["protect", p + ".fastckpt"])
+    assert (r.returncode, r.stderr) == (
+        2,
+        f"fastckpt: error: {p}.fastckpt: expected a checkpoint, found a fastckpt sidecar (it protects itself)\n",
+    )
+
+
+def test_structural_truncation_names_the_lost_elements(tmp_path, cli) -> None:
+    p = str(tmp_path / "m.pt")
+    sd = save_model(p)
+    t = sd["model"]["embed.weight"]
+    off = tensor_offset(p, t)
+    cut = off + 4 * 1000 + 2  # inside element 1000 of embed.weight
+    with open(p, "r+b") as f:
+        f.truncate(cut)
+    r, out = run_json(cli, p)
+    assert r.returncode == 1 and out["check"] == "structural" and out["truncated"] is True
+    first = out["damaged"][0]
+    assert first["offset"] == cut
+    hit = {e["tensor"]: e for e in first["elements"]}
+    assert hit["model.embed.weight"] == {"tensor": "model.embed.weight", "start": 1000, "stop": t.numel()}
+
+
+_PROP_SIZE = 5 * 4096 + 123
+
+
+@pytest.fixture(scope="module")
+def protected_blob(tmp_path_factory):  # type: ignore[no-untyped-def]
+    from fastckpt.protect import build_manifest
+    from fastckpt.sidecar import write_sidecar
+
+    folder = tmp_path_factory.mktemp("prop")
+    p = str(folder / "blob.bin")
+    data = opaque_bytes(_PROP_SIZE)
+    with open(p, "wb") as f:
+        f.write(data)
+    m, _ = build_manifest(p, leaf_size=4096)
+    write_sidecar(p + ".fastckpt", m)
+    return p, data
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.integers(0, _PROP_SIZE - 1), min_size=0, max_size=6), st.integers(0, 600))
+def test_damaged_runs_are_exactly_the_changed_leaves(protected_blob, flips: set[int], cut: int) -> None:
+    p, data = protected_blob
+    new = bytearray(data)
+    for off in flips:
+        new[off] ^= 0xFF
+    new = new[: len(new) - cut] if cut else new
+    with open(p, "wb") as f:
+        f.write(new)
+    try:
+        out = verify_path(p)
+    finally:
+        with open(p, "wb") as f:
+            f.write(data)
+    leaf = 4096
+    n = max(len(data), len(new))
+    changed = sorted(
+        {o // leaf for o in flips if o < len(new)}
+        | {
+            i
+            for i in range(-(-n // leaf))
+            if data[i * leaf : (i + 1) * leaf] != bytes(new[i * leaf : (i + 1) * leaf])
+        }
+    )
+    expected = merge_runs(changed, leaf, n)
+    assert [(d["offset"], d["length"]) for d in out["damaged"]] == expected
+    assert out["ok"] == (not expected)
+    assert out["truncated"] == (cut > 0)
+
+
+def test_directory_with_an_unusable_sidecar_exits_2(tmp_path, cli) -> None:
+    root = tmp_path / "ckpt"
+    make_dir(root)
+    protect_dir(str(root))
+    s = str(root / "a.bin") + ".fastckpt"
+    with open(s, "rb") as f:
+        blob = f.read()
+    a_off, _, b_off, _ = struct.unpack_from("<QQQQ", blob, 16)
+    flip(s, a_off + 50)
+    flip(s, b_off + 50)
+    r, out = run_json(cli, str(root))
+    assert r.returncode == 2 and out["unreadable"] == ["a.bin"] and not out["ok"]
+    bad = next(f for f in out["files"] if f["file"] == "a.bin")
+    assert bad["error"].startswith(
+        f"{s} at offset 64: expected an intact manifest copy, but both copies are damaged"
+    )
+    r = cli(["verify", str(root)])
+    assert r.returncode == 2 and f"{root / 'a.bin'}: UNREADABLE: {s} at offset 64" in r.stdout

@@ -3,6 +3,9 @@
 // Slicing-by-8 processes 8 bytes per step with eight 256-entry tables: T[0] is the classic byte
 // table and T[k][b] is the register after feeding byte b followed by k zero bytes. It runs at about
 // 1 byte/cycle-ish and is the fallback for CPUs without PCLMULQDQ and for short tails.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -101,6 +104,21 @@ const std::vector<Entry>& table() {
 constexpr uint64_t kPieceBytes = uint64_t{4} << 20;
 constexpr uint64_t kMinBytesForThreads = uint64_t{8} << 20;
 
+// Maps a piece of a file mapping with one system call instead of a page fault per few pages: on
+// the VMs we measured, demand faults cost more than the CRC itself. Harmless on memory that is
+// already mapped (it only walks the page tables) or not file-backed; errors (old kernels without
+// MADV_POPULATE_READ, special mappings) just leave the faults to happen as usual.
+void populate(const uint8_t* p, uint64_t n) {
+#ifndef MADV_POPULATE_READ
+  constexpr int MADV_POPULATE_READ = 22;
+#endif
+  if (n < (uint64_t{1} << 20)) return;
+  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t start = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(p) + n;
+  ::madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_READ);
+}
+
 }  // namespace
 
 uint32_t crc32_raw_table(uint32_t reg, const uint8_t* in, size_t len) {
@@ -184,6 +202,7 @@ void crc32_ranges(const uint8_t* base, const uint64_t* offsets, const uint64_t* 
       const size_t k = next.fetch_add(1, std::memory_order_relaxed);
       if (k >= pieces.size()) return;
       Piece& p = pieces[k];
+      populate(base + p.offset, p.length);
       p.crc = fn(0, base + p.offset, static_cast<size_t>(p.length));
     }
   };

@@ -129,6 +129,38 @@ VectorRowFn vector_row() {
   return nullptr;
 }
 
+constexpr uint32_t kBlockBytes = 64;
+constexpr int kSparseBlocks = 16;  // of a row's 64 blocks; above this the whole row is computed
+
+// Bit i set when bytes [64 i, 64 i + 64) of the row differ.
+inline uint64_t differing_blocks(const uint8_t* a, const uint8_t* b, uint64_t len) {
+  uint64_t mask = 0;
+  for (uint64_t blk = 0; blk * kBlockBytes < len; ++blk) {
+    const uint64_t off = blk * kBlockBytes;
+    const uint64_t n = std::min<uint64_t>(kBlockBytes, len - off);
+    if (n == kBlockBytes) {
+      uint64_t x[8], y[8], acc = 0;
+      std::memcpy(x, a + off, kBlockBytes);
+      std::memcpy(y, b + off, kBlockBytes);
+      for (int i = 0; i < 8; ++i) acc |= x[i] ^ y[i];
+      mask |= static_cast<uint64_t>(acc != 0) << blk;
+    } else {
+      mask |= static_cast<uint64_t>(std::memcmp(a + off, b + off, n) != 0) << blk;
+    }
+  }
+  return mask;
+}
+
+// Elements [0, n): the vector kernel for the largest multiple of 4, scalar code for the rest.
+template <Kind K, uint32_t Size>
+inline void compute_elements(VectorRowFn vec, const uint8_t* a, const uint8_t* b, uint32_t n, double* c_abs,
+                             double* c_sq, RowAccum& rs) {
+  const uint32_t n_vec = vec != nullptr ? n & ~3u : 0;
+  if (n_vec != 0) vec(a, b, n_vec, c_abs, c_sq, &rs);
+  row_elements<K, Size>(a + static_cast<size_t>(n_vec) * Size, b + static_cast<size_t>(n_vec) * Size, n - n_vec,
+                        c_abs + n_vec, c_sq + n_vec, rs);
+}
+
 constexpr uint64_t kRowBytes = uint64_t{diff::kLanes} * diff::kChunkBytes;  // 4 KiB: chunk k*256 + t, t < 256
 
 // One tile, row by row (row k holds chunk k*256 + t for lane t, so a lane's elements in row order
@@ -167,10 +199,26 @@ Partial tile_partial(const uint8_t* a, const uint8_t* b, uint64_t tile_off, uint
         while (std::memcmp(ra + static_cast<size_t>(e) * Size, rb + static_cast<size_t>(e) * Size, Size) == 0) ++e;
         first = row_off / Size + e;
       }
-      const uint32_t n_vec = vec != nullptr ? n & ~3u : 0;
-      if (n_vec != 0) vec(ra, rb, n_vec, c_abs, c_sq, &rs);
-      row_elements<K, Size>(ra + static_cast<size_t>(n_vec) * Size, rb + static_cast<size_t>(n_vec) * Size, n - n_vec,
-                            c_abs + n_vec, c_sq + n_vec, rs);
+      // Sparse rows: only the differing 64-byte blocks are computed, and their contributions go
+      // straight to their lanes (a lane's elements sit in one chunk of the row, so block order
+      // is index order and the skipped elements would only have added zeros).
+      const uint64_t blocks = differing_blocks(ra, rb, row_len);
+      if (__builtin_popcountll(blocks) <= kSparseBlocks) {
+        for (uint64_t m = blocks; m != 0; m &= m - 1) {
+          const uint32_t blk = static_cast<uint32_t>(__builtin_ctzll(m));
+          const uint32_t e0 = blk * (kBlockBytes / Size);
+          const uint32_t ne = static_cast<uint32_t>(std::min<uint64_t>(kBlockBytes, row_len - blk * kBlockBytes) / Size);
+          compute_elements<K, Size>(vec, ra + blk * kBlockBytes, rb + blk * kBlockBytes, ne, c_abs + e0, c_sq + e0, rs);
+          if constexpr (K != Kind::kBits) {
+            for (uint32_t e = e0; e < e0 + ne; ++e) {
+              lane_abs[e / per_chunk] = diff::add_rn(lane_abs[e / per_chunk], c_abs[e]);
+              lane_sq[e / per_chunk] = diff::add_rn(lane_sq[e / per_chunk], c_sq[e]);
+            }
+          }
+        }
+        continue;
+      }
+      compute_elements<K, Size>(vec, ra, rb, n, c_abs, c_sq, rs);
       if constexpr (K != Kind::kBits) {
         for (uint32_t e = n; e < per_row; ++e) c_abs[e] = c_sq[e] = 0.0;
         // v outside, lanes inside: each lane still adds its elements in index order, and the

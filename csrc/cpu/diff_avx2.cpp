@@ -45,10 +45,17 @@ inline void step(Acc4& acc, __m256i differ, __m256i cls_a, __m256i cls_b, __m256
   const __m256d one = _mm256_set1_pd(1.0);
   const __m256d inf = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FF0000000000000LL));
   const __m256d ax_zero = _mm256_cmp_pd(ax, _mm256_setzero_pd(), _CMP_EQ_OQ);
-  const __m256d q = _mm256_div_pd(d, _mm256_blendv_pd(ax, one, ax_zero));
-  const __m256d d_nonzero = _mm256_cmp_pd(d, _mm256_setzero_pd(), _CMP_NEQ_OQ);
-  const __m256d r = _mm256_and_pd(_mm256_blendv_pd(q, _mm256_and_pd(inf, d_nonzero), ax_zero), use);
-  acc.max_rel = _mm256_max_pd(r, acc.max_rel);
+  // The division is skipped when no lane can raise its maximum (diff_math.hpp's rel_may_exceed:
+  // with p = max * |a| normal, d < p * (1 - 2^-40) proves fl(d / |a|) <= max). Exact either way.
+  const __m256d p = _mm256_mul_pd(acc.max_rel, ax);
+  const __m256d p_small = _mm256_cmp_pd(p, _mm256_set1_pd(0x1p-900), _CMP_NGE_UQ);
+  const __m256d may = _mm256_or_pd(p_small, _mm256_cmp_pd(d, _mm256_mul_pd(p, _mm256_set1_pd(1.0 - 0x1p-40)), _CMP_GE_OQ));
+  if (_mm256_movemask_pd(_mm256_and_pd(_mm256_or_pd(may, ax_zero), use)) != 0) {
+    const __m256d q = _mm256_div_pd(d, _mm256_blendv_pd(ax, one, ax_zero));
+    const __m256d d_nonzero = _mm256_cmp_pd(d, _mm256_setzero_pd(), _CMP_NEQ_OQ);
+    const __m256d r = _mm256_and_pd(_mm256_blendv_pd(q, _mm256_and_pd(inf, d_nonzero), ax_zero), use);
+    acc.max_rel = _mm256_max_pd(r, acc.max_rel);
+  }
 
   const __m256i delta = _mm256_sub_epi64(ord_a, ord_b);
   const __m256i b_above = _mm256_cmpgt_epi64(ord_b, ord_a);

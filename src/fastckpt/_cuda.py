@@ -63,7 +63,9 @@ def cuda_leaf_digests(tensors: Sequence[torch.Tensor], leaf_size: int) -> list[t
     return [r for r in results if r is not None]
 
 
-def cuda_diff(pairs: Sequence[tuple[torch.Tensor, torch.Tensor, str]], device: int) -> list[_native.DiffStats]:
+def cuda_diff(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor, str]], device: int
+) -> list[_native.DiffStats]:
     """Raw diff statistics for (a, b, kernel dtype name) pairs of dense CUDA tensors on `device`,
     all in two kernel launches on the device's current stream."""
     keep = [(_aligned(a), _aligned(b), dtype) for a, b, dtype in pairs]

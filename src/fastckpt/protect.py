@@ -15,10 +15,17 @@ from typing import Any
 
 from . import _native
 from ._layout import OpaqueLayout, folder_file_format, read_dir_layout, read_layout, walk_files
-from .digest import DEFAULT_LEAF_SIZE, check_leaf_size, digest_from_leaves, hash_file
+from .digest import (
+    DEFAULT_LEAF_SIZE,
+    PROGRESS_MIN_BYTES,
+    check_leaf_size,
+    digest_from_leaves,
+    hash_file,
+)
 from .errors import InputError
 from .sidecar import (
     DIR_MANIFEST_NAME,
+    SIDECAR_SUFFIX,
     TENSOR_RAW_RANGE,
     DirEntry,
     DirManifest,
@@ -73,13 +80,17 @@ def _prod(shape: tuple[int, ...]) -> int:
 
 
 def _tensor_entries(
-    path: str, size: int, spans: list[Any], leaf_size: int, threads: int
+    path: str, size: int, spans: list[Any], leaf_size: int, threads: int, progress: bool = False
 ) -> list[TensorEntry]:
     """v1 digests of each tensor's bytes, read through one mmap of the file."""
     if not spans:
         return []
+    from ._progress import Progress
+
     out: list[TensorEntry] = []
-    with open(path, "rb") as f:
+    total = sum(max(t.nbytes, 0) for t in spans)
+    bar = Progress(f"digest tensors of {path}", total, enabled=progress and total >= PROGRESS_MIN_BYTES)
+    with open(path, "rb") as f, bar:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         view = memoryview(mm) if mm is not None else memoryview(b"")
         try:
@@ -88,7 +99,7 @@ def _tensor_entries(
                     raise InputError(
                         path,
                         t.offset,
-                        f"tensor {t.key} to lie inside the {size}-byte file ({t.nbytes} bytes)",
+                        f"expected tensor {t.key} to lie inside the {size}-byte file ({t.nbytes} bytes)",
                     )
                 shape = tuple(int(d) for d in t.shape)
                 dense = _prod(shape) * t.itemsize == t.nbytes
@@ -97,6 +108,7 @@ def _tensor_entries(
                     d = digest_from_leaves(leaves, leaf_size, t.nbytes, t.dtype, shape)
                 else:
                     d = digest_from_leaves(leaves, leaf_size, t.nbytes)
+                bar.update(t.nbytes)
                 out.append(
                     TensorEntry(
                         t.key,
@@ -130,7 +142,7 @@ def build_manifest(
     if layout is None:
         layout = read_layout(path, check_crc=True)
     d = hash_file(path, leaf_size=leaf_size, threads=threads, progress=progress)
-    tensors = _tensor_entries(path, d.nbytes, list(layout.tensors), leaf_size, threads)
+    tensors = _tensor_entries(path, d.nbytes, list(layout.tensors), leaf_size, threads, progress)
     segments = [SegmentEntry(s.offset, s.length, s.kind, s.name) for s in layout.segments]
     if not segments and d.nbytes:
         segments = [SegmentEntry(0, d.nbytes, "other", None)]
@@ -165,6 +177,8 @@ def protect_file(
         raise InputError(fspath, None, "expected a file, found a directory (use protect_dir)")
     if not os.path.exists(fspath):
         raise InputError(fspath, None, "expected a file to protect, but it does not exist")
+    if fspath.endswith(SIDECAR_SUFFIX) and sidecar is None:
+        raise InputError(fspath, None, "expected a checkpoint, found a fastckpt sidecar (it protects itself)")
     if layout is None:
         layout = read_layout(fspath, check_crc=True)
     problems = [_problem_json(p) for p in layout.problems if p.kind != "unsafe-pickle"]

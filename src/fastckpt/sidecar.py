@@ -13,10 +13,12 @@ and never imports torch.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar
 
 from . import _native
 from .errors import InputError
@@ -87,8 +89,7 @@ def _align(n: int, a: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TensorEntry:
+class TensorEntry(NamedTuple):
     key: str
     dtype: str
     shape: tuple[int, ...]
@@ -104,23 +105,20 @@ class TensorEntry:
         return bool(self.flags & TENSOR_RAW_RANGE)
 
 
-@dataclass(frozen=True)
-class SegmentEntry:
+class SegmentEntry(NamedTuple):
     offset: int
     length: int
     kind: str
     name: str | None
 
 
-@dataclass(frozen=True)
-class DirEntry:
+class DirEntry(NamedTuple):
     path: str  # relative, '/'-separated
     size: int
     digest: int  # v1 digest of the file as uint8[size], with the manifest's leaf_size
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     """A raw section, kept verbatim when this version does not interpret it (e.g. PARITY)."""
 
     type: int
@@ -128,8 +126,7 @@ class Section:
     payload: bytes
 
 
-@dataclass
-class RawSection:
+class RawSection(NamedTuple):
     type: int
     flags: int
     offset: int  # absolute offset of the payload in the sidecar
@@ -214,7 +211,14 @@ def _encode_file_sections(m: FileManifest) -> list[bytes]:
             struct.pack("<QQ", m.leaf_size, n_leaves) + m.file_digest.to_bytes(16, "little") + m.leaf_bytes,
         ),
     ]
-    if m.tensors:
+    # A manifest read from disk keeps TENSORS/SEGMENTS undecoded until used; re-encoding it (for
+    # instance to add a PARITY section) must carry them over verbatim.
+    pending = m._pending
+    if SEC_TENSORS in pending:
+        sections.append(
+            _section(SEC_TENSORS, pending[SEC_TENSORS].flags, bytes(pending[SEC_TENSORS].payload))
+        )
+    elif m.tensors:
         parts = [_U64.pack(len(m.tensors))]
         for t in m.tensors:
             parts += [
@@ -227,7 +231,11 @@ def _encode_file_sections(m: FileManifest) -> list[bytes]:
                 t.digest.to_bytes(16, "little"),
             ]
         sections.append(_section(SEC_TENSORS, 0, b"".join(parts)))
-    if m.segments:
+    if SEC_SEGMENTS in pending:
+        sections.append(
+            _section(SEC_SEGMENTS, pending[SEC_SEGMENTS].flags, bytes(pending[SEC_SEGMENTS].payload))
+        )
+    elif m.segments:
         parts = [_U64.pack(len(m.segments))]
         for s in m.segments:
             parts += [
@@ -390,7 +398,9 @@ class CopyStatus:
     ok: bool
     problem: str | None = None
     sections: list[RawSection] | None = None
-    body: bytes | None = None
+    body_length: int | None = None
+    body_hash: int | None = None
+    kind: int = 0
 
 
 @dataclass
@@ -439,8 +449,9 @@ def _parse_locator(
     return kind, a_off, a_len, b_off, b_len, bulk_len
 
 
-def _parse_copy(data: memoryview, offset: int, index: int) -> tuple[int, list[RawSection], bytes]:
-    """Validates one copy at data[0:] (data may extend past it) and returns (kind, sections, body)."""
+def _parse_copy(data: memoryview, offset: int, index: int) -> tuple[int, list[RawSection], int, int]:
+    """Validates one copy at data[0:] (data may extend past it); returns (kind, sections,
+    body_length, XXH3-128 of the body) so the copies can be compared without copying them."""
     if len(data) < COPY_HEADER_SIZE + COPY_CHECKSUM_SIZE:
         raise _Bad(offset, "a manifest copy header")
     magic, version, kind, idx, _, count, _, body_len = _COPY_HEADER.unpack(data[:COPY_HEADER_SIZE])
@@ -474,7 +485,7 @@ def _parse_copy(data: memoryview, offset: int, index: int) -> tuple[int, list[Ra
         pos = start + _align(length, 8)
     if pos != end:
         raise _Bad(offset + min(pos, end), "the end of the copy body after its last section")
-    return kind, sections, bytes(data[COPY_HEADER_SIZE:end])
+    return kind, sections, body_len, _native.xxh3_128(data[COPY_HEADER_SIZE:end])
 
 
 def _decode_file_manifest(sections: list[RawSection]) -> FileManifest:
@@ -586,10 +597,12 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
     Raises InputError when the file is not a sidecar or when no copy is intact.
     """
     spath = os.fspath(path)
+    # Mapped, not read: a huge file passed as --sidecar must not be pulled into memory, and the
+    # bulk area (parity) is never touched unless a locator is damaged.
     with open(spath, "rb") as f:
-        data_bytes = f.read()
-    data = memoryview(data_bytes)
-    size = len(data)
+        size = os.fstat(f.fileno()).st_size
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    data = memoryview(mapped)
     magics = (
         data[:8] == HEADER_MAGIC,
         data[COPY_A_OFFSET : COPY_A_OFFSET + 8] == COPY_MAGIC,
@@ -625,20 +638,18 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
         first_problem: _Bad | None = None
         for off in candidates:
             try:
-                kind, sections, body = _parse_copy(data[off:], off, index)
+                kind, sections, body_len, body_hash = _parse_copy(data[off:], off, index)
             except _Bad as e:
                 if "upgrade fastckpt" in e.expected:
                     raise e.input_error(spath) from None
                 first_problem = first_problem or e
                 continue
-            status = CopyStatus(name, off, True, sections=sections, body=body)
-            status.kind = kind  # type: ignore[attr-defined]
-            return status
-        off = candidates[0] if candidates else None
+            return CopyStatus(name, off, True, None, sections, body_len, body_hash, kind)
+        where = candidates[0] if candidates else None
         if first_problem is None:
-            return CopyStatus(name, off, False, "not found (no readable locator points at it)")
+            return CopyStatus(name, where, False, "not found (no readable locator points at it)")
         return CopyStatus(
-            name, off, False, f"at offset {first_problem.offset}: expected {first_problem.expected}"
+            name, where, False, f"at offset {first_problem.offset}: expected {first_problem.expected}"
         )
 
     copy_a = try_copy("A", 0, a_candidates)
@@ -648,7 +659,7 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
         ]
     copy_b = try_copy("B", 1, b_candidates)
     copies = [copy_a, copy_b]
-    if copy_a.ok and copy_b.ok and copy_a.body != copy_b.body:
+    if copy_a.ok and copy_b.ok and copy_a.body_hash != copy_b.body_hash:
         copy_b.ok = False
         copy_b.problem = "differs from copy A although both checksums match; copy A was used"
 
@@ -661,7 +672,7 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
             f"expected an intact manifest copy, but both copies are damaged ({detail}); "
             "run 'fastckpt protect' again on a known-good copy of the checkpoint",
         )
-    kind = used.kind  # type: ignore[attr-defined]
+    kind = used.kind
     if expect_kind is not None and kind != expect_kind:
         want = "file sidecar" if expect_kind == KIND_FILE else "directory manifest"
         raise InputError(
@@ -677,10 +688,9 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
     if isinstance(manifest, FileManifest):
         manifest._source = spath
     a_len = None
-    if copy_a.ok and copy_a.body is not None:
-        a_len = COPY_HEADER_SIZE + len(copy_a.body) + COPY_CHECKSUM_SIZE
-    elif copy_b.body is not None:
-        a_len = COPY_HEADER_SIZE + len(copy_b.body) + COPY_CHECKSUM_SIZE  # bodies are identical
+    body_len = copy_a.body_length if copy_a.ok else copy_b.body_length  # bodies are identical
+    if body_len is not None:
+        a_len = COPY_HEADER_SIZE + body_len + COPY_CHECKSUM_SIZE
     return SidecarFile(
         path=spath,
         kind=kind,
@@ -694,7 +704,10 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
     )
 
 
-def _decode_or_raise(fn, section: RawSection, source: str):  # type: ignore[no-untyped-def]
+_T = TypeVar("_T")
+
+
+def _decode_or_raise(fn: Callable[[RawSection], list[_T]], section: RawSection, source: str) -> list[_T]:
     try:
         return fn(section)
     except _Bad as e:

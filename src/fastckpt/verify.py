@@ -18,6 +18,7 @@ from .sidecar import (
     DIR_MANIFEST_NAME,
     KIND_DIRECTORY,
     KIND_FILE,
+    SIDECAR_SUFFIX,
     DirManifest,
     FileManifest,
     SidecarFile,
@@ -95,6 +96,8 @@ class _SpanIndex:
         self.max_len = max((getattr(t, length_attr) for t in self.items), default=0)
 
     def hits(self, offset: int, length: int) -> list[Any]:
+        if length <= 0:
+            return []
         end = offset + length
         lo = bisect.bisect_left(self.starts, offset - self.max_len)
         hi = bisect.bisect_left(self.starts, end)
@@ -236,17 +239,26 @@ def verify_structural(path: str) -> dict[str, Any]:
     report["unsafe"] = sorted(set(layout.unsafe_globals))
     seg_index = _SpanIndex(list(layout.segments), "length") if layout.segments else None
     ten_index = _SpanIndex(list(layout.tensors), "nbytes") if layout.tensors else None
+    expected = getattr(layout, "expected_size", None)
+    report["expected_size"] = expected
     for p in layout.problems:
         report["problems"].append({"offset": p.offset, "kind": p.kind, "message": p.message})
         if p.kind == "truncated":
             report["truncated"] = True
-        if p.kind in ("bad-crc", "truncated") and p.offset is not None and seg_index is not None:
-            # The damaged range is the segment (record) the problem points into, or the tail.
+        if p.kind == "bad-crc" and p.offset is not None and seg_index is not None:
+            # The damaged range is the record (segment) whose CRC-32 does not match.
             hit = seg_index.hits(p.offset, 1)
-            off, n = (hit[0].offset, hit[0].length) if hit else (p.offset, max(size - p.offset, 0))
-            entry = describe_region(off, n, ten_index, seg_index)
-            if entry not in report["damaged"]:
-                report["damaged"].append(entry)
+            if hit:
+                entry = describe_region(hit[0].offset, hit[0].length, ten_index, seg_index)
+                if entry not in report["damaged"]:
+                    report["damaged"].append(entry)
+    if report["truncated"]:
+        # Everything past the end of the file is lost: up to the size the reader expected, and at
+        # least to the end of the last tensor it knows about.
+        end = max([size, expected or 0, *(t.offset + t.nbytes for t in layout.tensors)])
+        if end > size:
+            report["damaged"].append(describe_region(size, end - size, ten_index, None))
+    report["damaged"].sort(key=lambda d: d["offset"])
     report["ok"] = not layout.problems and not report["unsafe"]
     return report
 
@@ -256,6 +268,12 @@ def verify_file(
 ) -> dict[str, Any]:
     """Verifies one file: with its sidecar when there is one (or `sidecar` is given), else structurally."""
     fspath = os.fspath(path)
+    if fspath.endswith(SIDECAR_SUFFIX) and sidecar is None and os.path.isfile(fspath):
+        raise InputError(
+            fspath,
+            None,
+            f"expected a checkpoint, found a fastckpt sidecar: verify {fspath[: -len(SIDECAR_SUFFIX)]}",
+        )
     spath = sidecar or sidecar_path_for(fspath)
     if sidecar is not None or os.path.exists(spath):
         return verify_with_sidecar(fspath, spath, threads=threads, progress=progress)
@@ -390,8 +408,8 @@ def verify_dir(path: str | os.PathLike[str], *, threads: int = 0, progress: bool
             try:
                 if folder_fmt and entry is None and not os.path.exists(sidecar_path_for(full)):
                     file_report = _folder_file_report(full, folder_fmt, report["problems"])
-                elif entry is not None and not os.path.exists(sidecar_path_for(full)):
-                    file_report = _digest_only_report(full, entry, dir_manifest.leaf_size, threads, progress)  # type: ignore[union-attr]
+                elif entry is not None and dir_manifest and not os.path.exists(sidecar_path_for(full)):
+                    file_report = _digest_only_report(full, entry, dir_manifest.leaf_size, threads, progress)
                 else:
                     file_report = verify_file(full, threads=threads, progress=progress)
                     if entry is not None and file_report.get("expected_size") not in (None, entry.size):

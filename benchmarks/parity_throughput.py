@@ -1,0 +1,271 @@
+"""Parity throughput: fastckpt's native Reed-Solomon encode and decode against the numpy GF(2^8)
+reference and against plain XOR parity (numpy and native), and the cost of `protect` (leaf hashing
+plus parity) against hash-only, on the same warm buffer and on the same hot file.
+
+Every figure is the median of --reps runs on warm data; GB/s counts data bytes (not parity).
+With one thread the CPU time of the calling thread is reported too ("cpu GB/s"): on a shared VM it
+is the better estimate of per-core speed, and the one-thread ratios use it. Example:
+
+    python benchmarks/parity_throughput.py                 # 1 GiB buffer, 2 GiB hot file
+    python benchmarks/parity_throughput.py --size-mib 256 --file-gib 0 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from fastckpt import _native
+from fastckpt import _parity_reference as ref
+from fastckpt.digest import DEFAULT_LEAF_SIZE
+from fastckpt.parity import ParityParams, n_leaves_of
+
+L = DEFAULT_LEAF_SIZE
+
+
+def timed(fn: Callable[[], object], reps: int) -> tuple[float, float]:
+    """(median wall seconds, median CPU seconds of this thread)."""
+    fn()  # warm-up: first touch of outputs, page tables, code
+    wall, cpu = [], []
+    for _ in range(reps):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        fn()
+        cpu.append(time.thread_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, name: str, nbytes: int, wall: float, cpu: float | None = None, **extra: Any) -> float:
+        """Prints and records one figure; returns GB/s by CPU time when given (one thread), else by wall time."""
+        gbps = nbytes / wall / 1e9
+        row = {"name": name, "bytes": nbytes, "seconds": wall, "gb_per_s": gbps, **extra}
+        line = f"  {name:<58} {gbps:8.2f} GB/s"
+        if cpu is not None and cpu > 0:
+            row["cpu_gb_per_s"] = nbytes / cpu / 1e9
+            line += f"   (cpu {row['cpu_gb_per_s']:6.2f} GB/s)"
+        print(line, flush=True)
+        self.rows.append(row)
+        return float(row.get("cpu_gb_per_s", gbps))
+
+    def ratio(self, name: str, value: float, note: str = "") -> None:
+        print(f"  {name:<58} {value:8.2f}x  {note}", flush=True)
+        self.rows.append({"name": name, "ratio": value, "note": note})
+
+
+def warm_buffer(nbytes: int, seed: int = 0) -> np.ndarray:
+    # Random bytes, written once here, so every timed run reads warm, already-faulted memory.
+    return np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mib", type=int, default=1024, help="warm buffer size (default 1024)")
+    ap.add_argument("--reps", type=int, default=5, help="runs per figure; the median is reported (default 5)")
+    ap.add_argument("--redundancy", type=float, nargs="+", default=[5.0, 1.0, 10.0, 25.0])
+    ap.add_argument(
+        "--ref-mib", type=int, default=64, help="bytes given to the numpy reference encoder (default 64)"
+    )
+    ap.add_argument("--file-gib", type=float, default=2.0, help="hot-file size for protect vs hash; 0 skips")
+    ap.add_argument(
+        "--dir", default="/tmp/parity-bench", help="where the hot file is written (deleted after)"
+    )
+    ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    args = ap.parse_args(argv)
+
+    threads_all = os.cpu_count() or 1
+    rep = Report()
+    size = args.size_mib << 20
+    n = n_leaves_of(size, L)
+    data = warm_buffer(size)
+    default = ParityParams.from_redundancy(args.redundancy[0], n)
+    isas = _native.rs_available_isas()
+    print(
+        f"fastckpt parity throughput: {args.size_mib} MiB warm buffer, leaf {L}, {threads_all} CPUs, "
+        f"kernels {isas} (default {_native.rs_default_isa()}), median of {args.reps}"
+    )
+
+    print("\nencode (native, default kernel)")
+    enc_gbps: dict[tuple[float, int], float] = {}
+    for pct in args.redundancy:
+        p = ParityParams.from_redundancy(pct, n)
+        for th in sorted({1, threads_all}):
+            wall, cpu = timed(
+                lambda p=p, th=th: _native.rs_encode(data, L, p.k, p.m, p.groups, th), args.reps
+            )
+            enc_gbps[(pct, th)] = rep.add(
+                f"encode {pct:g}% (k={p.k} m={p.m} G={p.groups}) threads={th}",
+                size,
+                wall,
+                cpu if th == 1 else None,
+                k=p.k,
+                m=p.m,
+                groups=p.groups,
+                threads=th,
+            )
+
+    print(f"\nencode per kernel at {args.redundancy[0]:g}%, one thread")
+    per_isa: dict[str, float] = {}
+    for isa in isas:
+        nbytes = size if isa != "scalar" else min(size, 64 << 20)  # the table kernel is slow
+        buf = data[:nbytes]
+        p = ParityParams.from_redundancy(args.redundancy[0], n_leaves_of(nbytes, L))
+        wall, cpu = timed(
+            lambda buf=buf, p=p, isa=isa: _native.rs_encode(buf, L, p.k, p.m, p.groups, 1, isa), args.reps
+        )
+        per_isa[isa] = rep.add(f"encode kernel={isa}", nbytes, wall, cpu, isa=isa)
+
+    print("\nencode peers, one thread")
+    nref = min(size, args.ref_mib << 20)
+    pr = ParityParams.from_redundancy(args.redundancy[0], n_leaves_of(nref, L))
+    ref_bytes = data[:nref].tobytes()
+    wall, cpu = timed(lambda: ref.encode(ref_bytes, L, pr.k, pr.m, pr.groups), max(1, min(args.reps, 3)))
+    ref_gbps = rep.add(
+        f"numpy GF(2^8) reference encode {args.redundancy[0]:g}% ({args.ref_mib} MiB)", nref, wall, cpu
+    )
+    g = default.groups
+    rows = n // g  # whole rows of the (position, group) grid; the rest is at most one row
+    grid = data[: rows * g * L].reshape(rows, g, L)
+    wall, cpu = timed(lambda: np.bitwise_xor.reduce(grid, axis=0), args.reps)
+    np_xor = rep.add(f"numpy bitwise_xor.reduce parity (G={g})", grid.nbytes, wall, cpu)
+    wall, cpu = timed(lambda: _native.rs_xor_encode(data, L, g, 1), args.reps)
+    nat_xor = rep.add(f"native XOR parity (G={g})", size, wall, cpu)
+
+    print("\ndecode (native): rebuild m leaves in every group (the worst case the code allows)")
+    parity = _native.rs_encode(data, L, default.k, default.m, default.groups)
+    worst = [i for i in range(n) if i // default.groups < default.m]  # positions 0..m-1 of every group
+    for th in sorted({1, threads_all}):
+        wall, cpu = timed(
+            lambda th=th: _native.rs_reconstruct(
+                data, size, L, default.k, default.m, default.groups, parity, worst, [], th
+            ),
+            args.reps,
+        )
+        rep.add(
+            f"decode {len(worst)} leaves ({100 * len(worst) / n:.1f}%) threads={th}",
+            size,
+            wall,
+            cpu if th == 1 else None,
+            threads=th,
+        )
+    one = [n // 2]
+    wall, _ = timed(
+        lambda: _native.rs_reconstruct(data, size, L, default.k, default.m, default.groups, parity, one, []),
+        args.reps,
+    )
+    print(f"  {'decode one damaged leaf (reads its group)':<58} {wall * 1e3:8.2f} ms")
+    rep.rows.append({"name": "decode one leaf", "seconds": wall})
+    trunc = size - default.max_burst_leaves * L
+    wall, cpu = timed(
+        lambda: _native.rs_reconstruct(
+            data[:trunc], size, L, default.k, default.m, default.groups, parity, [], []
+        ),
+        args.reps,
+    )
+    rep.add(f"decode truncated tail of {default.max_burst_leaves} leaves (max burst)", size, wall, None)
+
+    # Reference decode: a few groups only (it inverts a k x k matrix per group in Python).
+    small_groups = 4
+    small = data[: default.k * small_groups * L].tobytes()
+    psmall = ref.encode(small, L, default.k, default.m, small_groups)
+    dmg = [i for i in range(default.k * small_groups) if i // small_groups < default.m]
+    wall, cpu = timed(
+        lambda: ref.reconstruct(small, len(small), L, default.k, default.m, small_groups, psmall, dmg), 1
+    )
+    ref_dec = rep.add(
+        f"numpy reference decode, m leaves in each of {small_groups} groups", len(small), wall, cpu
+    )
+    wall, cpu = timed(
+        lambda: _native.rs_reconstruct(
+            small, len(small), L, default.k, default.m, small_groups, psmall, dmg, [], 1
+        ),
+        args.reps,
+    )
+    nat_dec = rep.add("native decode, same input, one thread", len(small), wall, cpu)
+
+    print(f"\nprotect (leaf digests + parity, {args.redundancy[0]:g}%) against hash-only, warm buffer")
+    prot: dict[int, tuple[float, float]] = {}
+    for th in sorted({1, threads_all}):
+        h_wall, h_cpu = timed(lambda th=th: _native.leaf_digests(data, L, th), args.reps)
+        p_wall, p_cpu = timed(
+            lambda th=th: _native.rs_protect(data, L, default.k, default.m, default.groups, th), args.reps
+        )
+        rep.add(f"hash-only threads={th}", size, h_wall, h_cpu if th == 1 else None, threads=th)
+        rep.add(
+            f"protect (fused hash + parity) threads={th}",
+            size,
+            p_wall,
+            p_cpu if th == 1 else None,
+            threads=th,
+        )
+        prot[th] = (p_wall / h_wall, p_cpu / h_cpu if th == 1 else 0.0)
+
+    file_ratio = None
+    if args.file_gib > 0:
+        os.makedirs(args.dir, exist_ok=True)
+        fsize = int(args.file_gib * (1 << 30))
+        fd, path = tempfile.mkstemp(dir=args.dir, suffix=".bin")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                chunk = data[: min(size, fsize)]
+                written = 0
+                while written < fsize:
+                    part = chunk[: fsize - written]
+                    f.write(part)
+                    written += part.nbytes
+            fp = ParityParams.from_redundancy(args.redundancy[0], n_leaves_of(fsize, L))
+            print(
+                f"\nprotect against hash-only on a hot {args.file_gib:g} GiB file (mmap), threads={threads_all}"
+            )
+            h_wall, _ = timed(lambda: _native.hash_file(path, L, 0), args.reps)
+            p_wall, _ = timed(lambda: _native.rs_protect_file(path, L, fp.k, fp.m, fp.groups, 0), args.reps)
+            rep.add("hash_file (hash-only)", fsize, h_wall)
+            rep.add("rs_protect_file (protect)", fsize, p_wall)
+            file_ratio = p_wall / h_wall
+        finally:
+            os.unlink(path)
+
+    print("\nratios")
+    d1 = enc_gbps[(args.redundancy[0], 1)]
+    rep.ratio("native encode / numpy GF(2^8) reference (one thread, CPU time)", d1 / ref_gbps)
+    rep.ratio(
+        "native encode / numpy XOR parity (one thread, CPU time)",
+        d1 / np_xor,
+        "RS repairs m per group, XOR one",
+    )
+    rep.ratio("native encode / native XOR parity (one thread, CPU time)", d1 / nat_xor)
+    rep.ratio("native decode / numpy reference decode (CPU time)", nat_dec / ref_dec)
+    for th, (wall_ratio, cpu_ratio) in prot.items():
+        if th == 1:
+            rep.ratio(
+                "protect / hash-only, warm buffer, one thread (CPU time)",
+                cpu_ratio,
+                f"target <= 1.5; wall {wall_ratio:.2f}x",
+            )
+        else:
+            rep.ratio(f"protect / hash-only, warm buffer, threads={th} (wall)", wall_ratio, "target <= 1.5")
+    if file_ratio is not None:
+        rep.ratio(f"protect / hash-only, hot file, threads={threads_all} (wall)", file_ratio, "target <= 1.5")
+    best = max(per_isa.values())
+    rep.ratio("encode GB/s per core (best kernel, CPU time) / 2 GB/s target", best / 2.0)
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"size": size, "leaf_size": L, "cpus": threads_all, "rows": rep.rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
