@@ -80,16 +80,6 @@ def run(args: argparse.Namespace) -> int:
             )
             say(f"5. verify: DAMAGED bytes [{d['offset']}, {d['offset'] + d['length']}): {hit}")
         bad = [d["offset"] // prot.leaf_size for d in damaged["damaged"]]
-        if what.startswith("torch.save"):
-            from ..diff import diff
-
-            changed = [t for t in diff(before, path).tensors if t.status != "equal"]
-            report["diff"] = [{"key": t.key, "first_diff_index": t.first_diff_index} for t in changed]
-            for t in changed:
-                say(
-                    f"6. fastckpt diff before/after: {t.key} differs at element {t.first_diff_index} "
-                    f"(max |B-A| {t.max_abs_diff:.3g})"
-                )
         report.update(
             path=path,
             size=prot.size,
@@ -105,6 +95,16 @@ def run(args: argparse.Namespace) -> int:
             f"6. report: exit code 1 from 'fastckpt verify {os.path.basename(path)}'; tensors hit: "
             f"{', '.join(report['damaged_tensors']) or 'none'}"
         )
+        if what.startswith("torch.save"):
+            from ..diff import diff
+
+            changed = [t for t in diff(before, path).tensors if t.status != "equal"]
+            report["diff"] = [{"key": t.key, "first_diff_index": t.first_diff_index} for t in changed]
+            for t in changed:
+                say(
+                    f"7. fastckpt diff before/after: {t.key} differs at element {t.first_diff_index} "
+                    f"(max |B-A| {t.max_abs_diff:.3g})"
+                )
         if args.json:
             print_json(report)
         return 0 if report["ok"] else 1
