@@ -26,6 +26,7 @@
 #include "cpu/diff.hpp"
 #include "cpu/gf256.hpp"  // Reed-Solomon parity
 #include "cpu/mapped_file.hpp"
+#include "cpu/sum_squares.hpp"
 #include "cpu/sumsq.hpp"
 #include "cuda/backend.hpp"
 
@@ -267,6 +268,32 @@ PYBIND11_MODULE(_native, m) {
       py::arg("a_address"), py::arg("b_address"), py::arg("nbytes"), py::arg("dtype"), py::arg("threads") = 0,
       "Like diff_buffers, for host memory given as two addresses and one byte length (raw-pointer "
       "contract at the top of this file: the caller keeps both ranges alive and unmodified).");
+
+  // Sum of squares of a float buffer (diff issue): ||A|| for the relative change ||B-A||/||A||.
+  m.def(
+      "sum_squares",
+      [](const py::object& data, const std::string& dtype, int threads) {
+        if (cpu::sum_squares_itemsize(dtype) == 0) {
+          throw py::value_error("sum_squares: unsupported dtype " + dtype +
+                                " (use float64, float32, float16, bfloat16, float8_e4m3fn or float8_e5m2)");
+        }
+        BufferView buf(data);
+        cpu::SumSquares r;
+        try {
+          if (buf.size() >= kGilReleaseBytes) {
+            py::gil_scoped_release release;
+            r = cpu::sum_squares(buf.data(), buf.size(), dtype, threads);
+          } else {
+            r = cpu::sum_squares(buf.data(), buf.size(), dtype, threads);
+          }
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+        return py::make_tuple(r.sum_sq, r.non_finite);
+      },
+      py::arg("data"), py::arg("dtype"), py::arg("threads") = 0,
+      "(sum of x*x over the finite elements in float64, count of NaN/Inf elements) of a C-contiguous "
+      "buffer of float elements; the summation order is unspecified.");
 
   // ---- zip CRC-32 (formats / verify issue) ----
   // zlib-compatible CRC-32 (polynomial 0xEDB88320). `isa` picks an implementation for tests and

@@ -570,3 +570,12 @@ def test_renamed_and_converted_is_paired_by_rule() -> None:
     assert r.compat["mismatched"] == ["layers.0.weight", "layers.1.weight"]
     assert r.compat["loads_strict"] is False  # the shape change would not load
     assert r.renames == ["add prefix 'module.'"]
+
+
+def test_a_file_against_itself_is_not_read(tmp_path, monkeypatch) -> None:
+    from fastckpt import _diffkernel
+
+    p = save_pt(tmp_path, "a.pt", sample_sd())
+    monkeypatch.setattr(_diffkernel, "compare_buffers", lambda *a, **k: pytest.fail("read"))
+    r = diff(p, p)
+    assert r.identical and r.bytes_read == 0

@@ -1,9 +1,10 @@
 """The tensor-pair comparison behind `fastckpt.diff`: the native one-pass diff kernel
 (`fastckpt.tensordiff`, docs/DIFF_SEMANTICS.md) plus ||A||, which the relative change
-||B-A||/||A|| needs and the kernel does not report.
+||B-A||/||A|| needs and the kernel does not report (native `sum_squares` for buffers, torch on
+the tensor's device for in-memory tensors).
 
-File tensors arrive as read-only buffers (slices of an mmap) and never need torch; in-memory
-tensors go through `compare_many`, which keeps GPU pairs on their device.
+File tensors arrive as read-only buffers (slices of an mmap) and need neither torch nor numpy;
+in-memory tensors go through `compare_many`, which keeps GPU pairs on their device.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def compare_buffers(a: Any, b: Any, dtype: str, shape: tuple[int, ...], threads:
     kd = kernel_dtype(dtype, itemsize)
     # Sub-byte formats are compared byte by byte: their "elements" are then bytes.
     td = native_compare(a, b, kd, shape if kd != "raw1" or itemsize == 1 else None, threads=threads)
-    norm = None if td.equal or td.rms_diff is None else buffer_norm(a, dtype)
+    norm = None if td.equal or td.rms_diff is None else buffer_norm(a, dtype, threads)
     return _stats(td, norm)
 
 
@@ -126,61 +127,16 @@ def tensor_norm(t: torch.Tensor) -> float:
 _TENSOR_CHUNK = 1 << 26
 
 
-# ---- ||A|| of a host buffer, without torch ------------------------------------------------------
-
-_CHUNK_ELEMS = 1 << 20
+# ---- ||A|| of a host buffer, without torch or numpy ---------------------------------------------
 
 
-def _fp8_table(exp_bits: int, man_bits: int, ieee_specials: bool) -> list[float]:
-    """float32 values of all 256 codes of an 8-bit float (e4m3fn: no Inf, NaN at S.1111.111;
-    e5m2: IEEE-style Inf and NaN)."""
-    bias = (1 << (exp_bits - 1)) - 1
-    out = []
-    for code in range(256):
-        sign = -1.0 if code & 0x80 else 1.0
-        e = (code >> man_bits) & ((1 << exp_bits) - 1)
-        m = code & ((1 << man_bits) - 1)
-        if ieee_specials and e == (1 << exp_bits) - 1:
-            out.append(sign * math.inf if m == 0 else math.nan)
-        elif not ieee_specials and (code & 0x7F) == 0x7F:
-            out.append(math.nan)
-        elif e == 0:
-            out.append(sign * m * 2.0 ** (1 - bias - man_bits))
-        else:
-            out.append(sign * (1 + m / (1 << man_bits)) * 2.0 ** (e - bias))
-    return out
-
-
-def buffer_norm(buf: Any, dtype: str) -> float | None:
-    """||A||_2 over the finite elements of a float buffer, or None without numpy or for other
-    dtypes. Chunks are summed in float64; within a chunk float32 data is summed by BLAS in float32,
-    which is ample for a ratio shown with three digits."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is present wherever torch is
+def buffer_norm(buf: Any, dtype: str, threads: int = 0) -> float | None:
+    """||A||_2 over the finite elements of a float buffer (native, float64 sums), or None for
+    dtypes without float statistics."""
+    if dtype not in _NORM_DTYPES:
         return None
-    codes = {"float64": "<f8", "float32": "<f4", "float16": "<f2", "bfloat16": "<u2"}
-    if dtype in codes:
-        x = np.frombuffer(buf, dtype=codes[dtype])
-    elif dtype in ("float8_e4m3fn", "float8_e5m2"):
-        x = np.frombuffer(buf, dtype=np.uint8)
-        table = np.asarray(
-            _fp8_table(4, 3, False) if dtype == "float8_e4m3fn" else _fp8_table(5, 2, True), np.float32
-        )
-    else:
-        return None
-    total = 0.0
-    for start in range(0, x.size, _CHUNK_ELEMS):
-        c = x[start : start + _CHUNK_ELEMS]
-        if dtype == "bfloat16":
-            c = (c.astype(np.uint32) << 16).view(np.float32)
-        elif dtype == "float16":
-            c = c.astype(np.float32)
-        elif dtype.startswith("float8"):
-            c = table[c]
-        s = float(np.dot(c, c))
-        if not math.isfinite(s):
-            c = np.where(np.isfinite(c), c, 0).astype(np.float64)
-            s = float(np.dot(c, c))
-        total += s
-    return math.sqrt(total)
+    sum_sq, _ = _native.sum_squares(buf, dtype, threads)
+    return math.sqrt(sum_sq)
+
+
+_NORM_DTYPES = ("float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")

@@ -80,16 +80,6 @@ def run(args: argparse.Namespace) -> int:
             )
             say(f"5. verify: DAMAGED bytes [{d['offset']}, {d['offset'] + d['length']}): {hit}")
         bad = [d["offset"] // prot.leaf_size for d in damaged["damaged"]]
-        if what.startswith("torch.save"):
-            from ..diff import diff
-
-            changed = [t for t in diff(before, path).tensors if t.status != "equal"]
-            report["diff"] = [{"key": t.key, "first_diff_index": t.first_diff_index} for t in changed]
-            for t in changed:
-                say(
-                    f"   fastckpt diff before/after: {t.key} differs at element {t.first_diff_index} "
-                    f"(max |B-A| {t.max_abs_diff:.3g})"
-                )
         report.update(
             path=path,
             size=prot.size,
@@ -105,6 +95,16 @@ def run(args: argparse.Namespace) -> int:
             f"6. report: exit code 1 from 'fastckpt verify {os.path.basename(path)}'; tensors hit: "
             f"{', '.join(report['damaged_tensors']) or 'none'}"
         )
+        if what.startswith("torch.save"):
+            from ..diff import diff
+
+            changed = [t for t in diff(before, path).tensors if t.status != "equal"]
+            report["diff"] = [{"key": t.key, "first_diff_index": t.first_diff_index} for t in changed]
+            for t in changed:
+                say(
+                    f"7. fastckpt diff before/after: {t.key} differs at element {t.first_diff_index} "
+                    f"(max |B-A| {t.max_abs_diff:.3g})"
+                )
         # ---- run report (report issue): a small run, then its HTML report outside the temp folder.
         report["html_report"] = _demo_run_report(folder, say)
         # ---- end run report
@@ -152,7 +152,7 @@ def _demo_run_report(folder: str, say: Any) -> str:
     os.close(fd)
     write_html_atomic(html, render_html(r))
     say(
-        f"7. report: 3 checkpoints, {r['dedup']['shared_fraction'] * 100:.0f}% of their bytes shared, "
+        f"8. report: 3 checkpoints, {r['dedup']['shared_fraction'] * 100:.0f}% of their bytes shared, "
         f"checkpoint every {r['interval']['recommended_seconds'] / 60:.0f} min; wrote {html}"
     )
     return html

@@ -40,7 +40,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--limit", type=int, default=50, metavar="N", help="rows in the text table (0: all; default 50)"
     )
-    p.add_argument("--threads", type=int, default=0, help="worker threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="worker threads (default: all cores)")
     p.add_argument(
         "--no-sidecar",
         action="store_true",
