@@ -17,9 +17,11 @@
 #include <system_error>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "common/xxh3.hpp"
 #include "cpu/backend.hpp"
+#include "cpu/crc32.hpp"
 #include "cpu/gf256.hpp"  // Reed-Solomon parity
 #include "cpu/mapped_file.hpp"
 #include "cuda/backend.hpp"
@@ -187,6 +189,92 @@ PYBIND11_MODULE(_native, m) {
   // ---- bitwise diff (GPU engine / diff issues) ----
 
   // ---- zip CRC-32 (formats / verify issue) ----
+  // zlib-compatible CRC-32 (polynomial 0xEDB88320). `isa` picks an implementation for tests and
+  // benchmarks ("" = the fastest usable one); results never depend on it or on `threads`.
+  {
+    auto crc_fn_for = [](const std::string& isa) {
+      try {
+        return cpu::crc32_for(isa);
+      } catch (const std::invalid_argument& e) {
+        throw py::value_error(e.what());
+      }
+    };
+    auto check_crc_value = [](long long value, const char* what) {
+      if (value < 0 || value > 0xFFFFFFFFll)
+        throw py::value_error(std::string(what) + " must be a CRC-32 value in [0, 2**32), got " +
+                              std::to_string(value));
+      return static_cast<uint32_t>(value);
+    };
+
+    m.def(
+        "crc32",
+        [crc_fn_for, check_crc_value](const py::object& data, long long value, int threads,
+                                      const std::string& isa) {
+          const uint32_t init = check_crc_value(value, "value");
+          auto fn = crc_fn_for(isa);
+          BufferView buf(data);
+          const uint64_t offset = 0, length = buf.size();
+          uint32_t out = 0;
+          if (buf.size() >= kGilReleaseBytes) {
+            py::gil_scoped_release release;
+            cpu::crc32_ranges(buf.data(), &offset, &length, &init, 1, &out, threads, fn);
+          } else {
+            out = fn(init, buf.data(), buf.size());
+          }
+          return out;
+        },
+        py::arg("data"), py::arg("value") = 0, py::kw_only(), py::arg("threads") = 0, py::arg("isa") = "",
+        "CRC-32 of a C-contiguous buffer, continuing from `value`; equal to zlib.crc32(data, value).\n"
+        "Inputs over 8 MiB are split over `threads` workers (0 = all cores) and joined with crc32_combine.");
+
+    m.def(
+        "crc32_ranges",
+        [crc_fn_for](const py::object& data, const std::vector<long long>& offsets,
+                     const std::vector<long long>& lengths, int threads, const std::string& isa) {
+          if (offsets.size() != lengths.size())
+            throw py::value_error("crc32_ranges: offsets and lengths must have the same length, got " +
+                                  std::to_string(offsets.size()) + " and " + std::to_string(lengths.size()));
+          auto fn = crc_fn_for(isa);
+          BufferView buf(data);
+          std::vector<uint64_t> off(offsets.size()), len(lengths.size());
+          uint64_t total = 0;
+          for (size_t i = 0; i < offsets.size(); ++i) {
+            if (offsets[i] < 0 || lengths[i] < 0 || static_cast<uint64_t>(offsets[i]) > buf.size() ||
+                static_cast<uint64_t>(lengths[i]) > buf.size() - static_cast<uint64_t>(offsets[i]))
+              throw py::value_error("crc32_ranges: range " + std::to_string(i) + " [" + std::to_string(offsets[i]) +
+                                    ", +" + std::to_string(lengths[i]) + ") is outside the buffer of " +
+                                    std::to_string(buf.size()) + " bytes");
+            off[i] = static_cast<uint64_t>(offsets[i]);
+            len[i] = static_cast<uint64_t>(lengths[i]);
+            total += len[i];
+          }
+          std::vector<uint32_t> out(off.size());
+          if (total >= kGilReleaseBytes) {
+            py::gil_scoped_release release;
+            cpu::crc32_ranges(buf.data(), off.data(), len.data(), nullptr, off.size(), out.data(), threads, fn);
+          } else {
+            cpu::crc32_ranges(buf.data(), off.data(), len.data(), nullptr, off.size(), out.data(), 1, fn);
+          }
+          return out;
+        },
+        py::arg("data"), py::arg("offsets"), py::arg("lengths"), py::kw_only(), py::arg("threads") = 0,
+        py::arg("isa") = "",
+        "CRC-32 (from 0) of each range data[offsets[i]:offsets[i] + lengths[i]], as a list of ints.\n"
+        "Ranges are hashed in parallel (large ones split and recombined); they may overlap.");
+
+    m.def(
+        "crc32_combine",
+        [check_crc_value](long long crc1, long long crc2, long long len2) {
+          if (len2 < 0) throw py::value_error("crc32_combine: len2 must be >= 0, got " + std::to_string(len2));
+          return cpu::crc32_combine(check_crc_value(crc1, "crc1"), check_crc_value(crc2, "crc2"),
+                                    static_cast<uint64_t>(len2));
+        },
+        py::arg("crc1"), py::arg("crc2"), py::arg("len2"),
+        "CRC-32 of A+B from crc32(A), crc32(B) and len(B) (like zlib's crc32_combine).");
+
+    m.def("crc32_isas", &cpu::crc32_isas, "CRC-32 implementations usable here, slowest first.");
+    m.def("crc32_default_isa", &cpu::crc32_default_isa, "The CRC-32 implementation used by default.");
+  }
 
   // ---- Reed-Solomon parity (repair issue) ----
   // The engine of docs/FORMAT.md "Parity (Reed-Solomon)"; fastckpt.parity is its public API. Parity and
