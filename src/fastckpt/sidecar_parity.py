@@ -310,6 +310,25 @@ def rebuild_parity_leaves(
     return out
 
 
+def parity_problems(sc: Any, *, threads: int = 0) -> list[str]:
+    """What is wrong with the parity of a file sidecar read by `sidecar.read_sidecar` (damaged or
+    missing parity leaves, an unusable PARITY section); empty when it is intact or absent."""
+    manifest = sc.manifest
+    if not isinstance(manifest, FileManifest):
+        return []
+    try:
+        sec = parity_section_of(manifest, path=sc.path)
+    except InputError as e:
+        return [f"parity is unusable: {e.expected}"]
+    if sec is None:
+        return []
+    with load_parity(sc.path, sc.bulk_offset, sec, threads=threads) as loaded:
+        bad = loaded.damaged
+    if not bad:
+        return []
+    return [f"{len(bad)} of {sec.parity_leaves} parity leaves are damaged (first: parity leaf {bad[0]})"]
+
+
 __all__ = [
     "SEC_PARITY_STANDIN",
     "LoadedParity",
@@ -317,6 +336,7 @@ __all__ = [
     "decode_parity_section",
     "encode_parity_section",
     "load_parity",
+    "parity_problems",
     "parity_section_of",
     "rebuild_parity_leaves",
     "record_json",
