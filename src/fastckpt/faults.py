@@ -335,7 +335,7 @@ def write_sample(fmt: str, folder: str, *, nbytes: int = 1 << 20, seed: int = 0)
         path = os.path.join(folder, "ckpt")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dcp.save(state, checkpoint_id=path)
+            dcp.save(state, checkpoint_id=path)  # type: ignore[attr-defined]
         return path
     raise ValueError(f"unknown sample format {fmt!r}; one of {', '.join(FORMATS)}")
 

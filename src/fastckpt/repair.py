@@ -130,7 +130,7 @@ def _splice(a: bytes, b: bytes) -> bytes | None:
     return None
 
 
-def _recover_copy(data: bytes | memoryview) -> bytes | None:
+def _recover_copy(data: Any) -> bytes | None:
     """Copy A spliced from the two damaged copies of a sidecar's bytes, or None."""
     from .sidecar import _Bad, _parse_locator
 
