@@ -109,6 +109,12 @@ def test_sidecar_with_parity_is_what_protect_writes(tmp_path: Path) -> None:
     written = (tmp_path / "f.bin.fastckpt").read_bytes()
     manifest, _ = build_manifest(str(tmp_path / "f.bin"), leaf_size=LEAF)
     assert sidecar_with_parity(manifest, str(tmp_path / "f.bin")) == written
+    # The container around the parity is exactly sidecar.encode_sidecar's (manifest read back).
+    sc = read_sidecar(str(tmp_path / "f.bin.fastckpt"))
+    sec = parity_section_of(sc.manifest)
+    assert sec is not None
+    with load_parity(sc.path, sc.bulk_offset, sec) as loaded:
+        assert encode_sidecar(sc.manifest, bulk=bytes(loaded.data)) == written
     assert sidecar_with_parity(manifest, data) == written  # a buffer instead of a path
     # An old stand-in section is replaced, and the input manifest is left alone.
     manifest.extra.append(Section(SEC_PARITY_STANDIN, 0, b"{}"))

@@ -34,7 +34,6 @@ from .sidecar import (
     FileManifest,
     SegmentEntry,
     TensorEntry,
-    atomic_write,
     sidecar_path_for,
     write_sidecar,
 )
@@ -219,7 +218,7 @@ def protect_file(
     `redundancy` is the parity in percent of the file (docs/FORMAT.md 3.7; default 5, 0 = none):
     `fastckpt repair` rebuilds damaged leaves from it."""
     from .parity import MAX_REDUNDANCY, MIN_REDUNDANCY
-    from .sidecar_parity import sidecar_with_parity
+    from .sidecar_parity import write_sidecar_with_parity
 
     if (
         isinstance(redundancy, bool)
@@ -261,7 +260,7 @@ def protect_file(
     if params is None:
         write_sidecar(spath, manifest)
     else:
-        atomic_write(spath, sidecar_with_parity(manifest, parity=parity, params=params, threads=threads))
+        write_sidecar_with_parity(spath, manifest, parity=parity, params=params, threads=threads)
     return ProtectResult(
         fspath,
         spath,

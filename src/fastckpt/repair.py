@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +60,10 @@ from .verify import _SpanIndex, damaged_leaves, describe_region, merge_runs
 BACKUP_SUFFIX = ".damaged"
 # Bytes copied (and then verified) per step. Copying the next chunk overlaps hashing this one.
 COPY_CHUNK = 64 << 20
+# copy_file_range (in the kernel, no user-space buffer) where the filesystem offers it, else
+# pwrite from the source's mapping. Benchmarks flip it to compare.
+COPY_IN_KERNEL = True
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 # Splicing two damaged sidecar copies tries every choice of side per differing region.
 MAX_SPLICE_REGIONS = 12
 
@@ -399,12 +404,24 @@ def _free_backup_name(path: str) -> str:
     return name
 
 
+def _clone(src_fd: int, dst_fd: int) -> bool:
+    """Makes dst share src's blocks (FICLONE: btrfs, XFS, bcachefs...); False where unsupported.
+    The clone is then verified leaf by leaf like a copy, but costs no data write."""
+    import fcntl
+
+    try:
+        fcntl.ioctl(dst_fd, FICLONE, src_fd)
+    except OSError:
+        return False
+    return True
+
+
 def _copy_range(src_fd: int, src_view: memoryview, dst_fd: int, start: int, stop: int) -> None:
     """Copies bytes [start, stop) between files at the same offsets, in the kernel when it can."""
     pos = start
     while pos < stop:
         try:
-            n = os.copy_file_range(src_fd, dst_fd, stop - pos, pos, pos)
+            n = os.copy_file_range(src_fd, dst_fd, stop - pos, pos, pos) if COPY_IN_KERNEL else 0
         except OSError:
             n = 0
         if n <= 0:  # not supported here (or a short source): copy from the mapping instead
@@ -431,6 +448,7 @@ def _write_repaired(
     bad_parity: list[int],
     threads: int,
     progress: bool,
+    timings: dict[str, float],
 ) -> int:
     """Builds and verifies the repaired file at `tmp`; returns the number of leaves rebuilt from
     parity. Every leaf of `tmp` is hashed back from `tmp` itself and compared with the sidecar."""
@@ -444,9 +462,14 @@ def _write_repaired(
     mode = 0o644
     with contextlib.suppress(OSError):
         mode = os.stat(path).st_mode & 0o7777
+    t0 = time.perf_counter()
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     with contextlib.ExitStack() as stack:
         stack.callback(os.close, fd)
+        cloned = False
+        if present:
+            with open(path, "rb") as f:
+                cloned = _clone(f.fileno(), fd)
         os.ftruncate(fd, size)
         tmm = stack.enter_context(mmap.mmap(fd, size, access=mmap.ACCESS_READ)) if size else None
         tview = memoryview(tmm) if tmm is not None else memoryview(b"")
@@ -463,8 +486,9 @@ def _write_repaired(
             )
 
             def copy(i: int) -> None:
-                a = starts[i]
-                _copy_range(src_file.fileno(), sview, fd, a, min(a + chunk, present))
+                if not cloned:
+                    a = starts[i]
+                    _copy_range(src_file.fileno(), sview, fd, a, min(a + chunk, present))
 
             # Copy chunk i+1 while chunk i is read back from the temporary file and hashed.
             with ThreadPoolExecutor(1) as pool:
@@ -483,6 +507,8 @@ def _write_repaired(
                             f"to {tmp} failed); nothing was replaced"
                         )
                     bar.update(min(chunk, present - a))
+        timings["copy_and_verify"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         for i, (src, off) in sorted(plan.from_sources.items(), key=lambda kv: kv[0]):
             o, n = leaf_span(i, size, L)
             os.pwrite(fd, src.view[off : off + n], o)
@@ -513,7 +539,10 @@ def _write_repaired(
                 )
         if os.fstat(fd).st_size != size:
             raise RepairError(f"{tmp}: size changed while repairing; nothing was replaced")
+        timings["patch"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         os.fsync(fd)
+        timings["fsync"] = time.perf_counter() - t0
     return rebuilt
 
 
@@ -530,8 +559,13 @@ def _commit(path: str, tmp: str, backup: bool, original_exists: bool) -> str | N
                 break
             except FileExistsError:
                 continue
-            except OSError:
-                _copy_file(path, kept)
+            except OSError:  # no hard links here: a durable copy instead
+                try:
+                    _copy_file(path, kept)
+                except BaseException:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(kept)
+                    raise
                 break
     os.replace(tmp, path)
     _fsync_dir(folder)
@@ -559,34 +593,40 @@ def _copy_file(src: str, dst: str) -> None:
 def _restore_sidecar(state: SidecarState, data_path: str, threads: int) -> None:
     """Rewrites the sidecar (atomically) from its trusted manifest and its parity, with damaged parity
     leaves recomputed from the now intact file and checked against their recorded digests."""
+    from .sidecar_parity import _atomic_write_parts, _container_parts
+
     manifest = state.manifest
-    bulk = b""
-    if state.parity is not None and isinstance(manifest, FileManifest):
-        sec = state.parity.section
-        bulk_arr = bytearray(state.parity.data)
-        if state.parity.damaged:
-            with open(data_path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                with (
-                    mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                    if size
-                    else contextlib.nullcontext(b"") as mm
-                ):
-                    fixed = rebuild_parity_leaves(
-                        mm, manifest.file_size, sec, state.parity.damaged, threads=threads
-                    )
-            L = sec.leaf_size
-            for j, leaf in fixed.items():
-                if _native.xxh3_64(leaf) != int.from_bytes(sec.leaf_bytes[8 * j : 8 * j + 8], "little"):
-                    raise RepairError(
-                        f"{state.path}: recomputed parity leaf {j} does not match its recorded digest; "
-                        "run 'fastckpt protect' on the (verified) file to rebuild the sidecar"
-                    )
-                bulk_arr[j * L : (j + 1) * L] = leaf
-        bulk = bytes(bulk_arr)
-    new = encode_sidecar(manifest, bulk=bulk)
-    state.close()  # drop the mapping of the old sidecar before replacing it
-    atomic_write(state.path, new)
+    if state.parity is None or not isinstance(manifest, FileManifest):
+        new = encode_sidecar(manifest)
+        state.close()
+        atomic_write(state.path, new)
+        return
+    sec = state.parity.section
+    bulk: Any = state.parity.data  # written straight from the old sidecar's mapping when intact
+    if state.parity.damaged:
+        with open(data_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            with (
+                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                if size
+                else contextlib.nullcontext(b"") as mm
+            ):
+                fixed = rebuild_parity_leaves(
+                    mm, manifest.file_size, sec, state.parity.damaged, threads=threads
+                )
+        L = sec.leaf_size
+        bulk = bytearray(bulk)
+        for j, leaf in fixed.items():
+            if _native.xxh3_64(leaf) != int.from_bytes(sec.leaf_bytes[8 * j : 8 * j + 8], "little"):
+                raise RepairError(
+                    f"{state.path}: recomputed parity leaf {j} does not match its recorded digest; "
+                    "run 'fastckpt protect' on the (verified) file to rebuild the sidecar"
+                )
+            bulk[j * L : (j + 1) * L] = leaf
+    try:
+        _atomic_write_parts(state.path, _container_parts(manifest, bulk))
+    finally:
+        state.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,6 +668,7 @@ def _base_report(path: str, dry_run: bool) -> dict[str, Any]:
         "sidecar_problems": [],
         "parity": None,
         "warnings": [],
+        "timings": {},
     }
 
 
@@ -732,6 +773,9 @@ def _repair_one(
             "bytes": params.parity_nbytes(L),
             "damaged_leaves": len(bad_parity),
         }
+    timings: dict[str, float] = {}
+    report["timings"] = timings
+    t0 = time.perf_counter()
     exists = os.path.isfile(path)
     if exists:
         actual, leaves = _hash_present(path, size, L, threads, progress)
@@ -743,6 +787,7 @@ def _repair_one(
     bad = damaged_leaves(leaves[: 8 * n], m.leaf_bytes)
     report["truncated"] = actual < size
     report["appended"] = max(0, actual - size)
+    timings["hash"] = time.perf_counter() - t0
     report["damaged"] = _regions(bad, m, size)
     data_ok = not bad and actual == size
     report["intact"] = data_ok
@@ -770,17 +815,21 @@ def _repair_one(
         tmp = temp_path_for(path)
         try:
             _write_repaired(
-                path, tmp, m, plan, min(actual, size), state.parity, bad_parity, threads, progress
+                path, tmp, m, plan, min(actual, size), state.parity, bad_parity, threads, progress, timings
             )
+            t0 = time.perf_counter()
             report["backup"] = _commit(path, tmp, backup, exists)
+            timings["commit"] = time.perf_counter() - t0
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
         report["repaired"] = True
     if state.needs_restore:
+        t0 = time.perf_counter()
         _restore_sidecar(state, path, threads)
         report["sidecar_restored"] = True
+        timings["sidecar"] = time.perf_counter() - t0
     report["ok"] = True
     return report
 

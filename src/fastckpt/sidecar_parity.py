@@ -20,7 +20,18 @@ from typing import Any
 from . import _native
 from .errors import InputError, UsageError
 from .parity import DEFAULT_REDUNDANCY, ParityParams, encode_file_parity, n_leaves_of
-from .sidecar import SEC_PARITY, FileManifest, Section, encode_sidecar
+from .sidecar import (
+    COPY_A_OFFSET,
+    HEADER_MAGIC,
+    KIND_FILE,
+    SEC_PARITY,
+    TRAILER_MAGIC,
+    FileManifest,
+    Section,
+    bulk_offset,
+    copy_b_offset,
+    encode_sidecar,
+)
 
 # save's stand-in section from before PARITY was defined (private-use type, same content as JSON).
 # Writers drop it when they add a real PARITY section, so that no sidecar carries parity twice.
@@ -165,7 +176,8 @@ def sidecar_with_parity(
     """The complete sidecar bytes of `manifest`, with Reed-Solomon parity of the file it describes.
 
     This is the one entry point writers use (`fastckpt protect`, `fastckpt.save`, the DCP writer):
-    the result goes to `sidecar.atomic_write(sidecar_path_for(file), ...)`.
+    the result goes to `sidecar.atomic_write(sidecar_path_for(file), ...)`, or use
+    `write_sidecar_with_parity`, which writes the same bytes without assembling them in memory.
 
     - `manifest`: the file's manifest (its LEAVES are the digests of the very bytes in `data`).
     - `data`: the file's bytes: a path (mapped read-only) or a bytes-like object of exactly
@@ -178,11 +190,43 @@ def sidecar_with_parity(
     Any PARITY section (or save's old private-use stand-in) already in `manifest.extra` is replaced;
     `manifest` itself is not modified.
     """
+    return b"".join(
+        _sidecar_parts(manifest, data, redundancy=redundancy, parity=parity, params=params, threads=threads)
+    )
+
+
+def write_sidecar_with_parity(
+    sidecar_path: str | os.PathLike[str],
+    manifest: FileManifest,
+    data: Any = None,
+    *,
+    redundancy: float = DEFAULT_REDUNDANCY,
+    parity: bytes | None = None,
+    params: ParityParams | None = None,
+    threads: int = 0,
+) -> None:
+    """Writes `sidecar_with_parity(...)` atomically to `sidecar_path` (temp file, fsync, rename,
+    fsync of the folder) straight from the parity buffer: no multi-MB copy is assembled."""
+    parts = _sidecar_parts(
+        manifest, data, redundancy=redundancy, parity=parity, params=params, threads=threads
+    )
+    _atomic_write_parts(os.fspath(sidecar_path), parts)
+
+
+def _sidecar_parts(
+    manifest: FileManifest,
+    data: Any,
+    *,
+    redundancy: float,
+    parity: bytes | None,
+    params: ParityParams | None,
+    threads: int,
+) -> list[Any]:
     if isinstance(redundancy, bool) or not isinstance(redundancy, (int, float)) or redundancy < 0:
         raise UsageError(f"redundancy must be a percentage >= 0 (0 = no parity), got {redundancy!r}")
     base = _manifest_without_parity(manifest)
     if redundancy == 0 and parity is None:
-        return encode_sidecar(base)
+        return [encode_sidecar(base)]
     L = manifest.leaf_size
     n = n_leaves_of(manifest.file_size, L)
     if parity is None:
@@ -219,7 +263,51 @@ def sidecar_with_parity(
     leaf_bytes = _native.leaf_digests(parity, L, threads) if parity else b""
     sec = ParitySection(params, 0, manifest.file_size, L, PARITY_BULK_OFFSET, len(parity), leaf_bytes)
     base.extra = [*base.extra, Section(SEC_PARITY, 0, encode_parity_section(sec))]
-    return encode_sidecar(base, bulk=bytes(parity))
+    return _container_parts(base, parity)
+
+
+def _container_parts(manifest: FileManifest, bulk: Any) -> list[Any]:
+    """encode_sidecar(manifest, bulk=bulk) as [head, bulk, tail], so that the bulk is never copied
+    (tests check that the parts join to exactly encode_sidecar's bytes)."""
+    from .sidecar import _copy, _encode_file_sections, _locator
+
+    sections = _encode_file_sections(manifest)
+    copy_a = _copy(KIND_FILE, 0, sections)
+    copy_b = _copy(KIND_FILE, 1, sections)
+    n = memoryview(bulk).nbytes
+    b_off = copy_b_offset(len(copy_a), n)
+    a, b = (COPY_A_OFFSET, len(copy_a)), (b_off, len(copy_b))
+    start = bulk_offset(len(copy_a))
+    head = _locator(HEADER_MAGIC, KIND_FILE, a, b, n) + copy_a
+    head += bytes(start - len(head))
+    tail = bytes(b_off - start - n) + copy_b + _locator(TRAILER_MAGIC, KIND_FILE, a, b, n)
+    return [head, bulk, tail]
+
+
+def _atomic_write_parts(path: str, parts: list[Any]) -> None:
+    """sidecar.atomic_write for data given in parts."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            for part in parts:
+                view = memoryview(part)
+                while view.nbytes:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,4 +429,5 @@ __all__ = [
     "rebuild_parity_leaves",
     "record_json",
     "sidecar_with_parity",
+    "write_sidecar_with_parity",
 ]
