@@ -24,7 +24,8 @@ from .digest import (
     hash_file,
 )
 from .errors import InputError, UsageError
-from .parity import DEFAULT_REDUNDANCY, ParityParams
+from .parity import DEFAULT_REDUNDANCY as DEFAULT_REDUNDANCY  # the default of `fastckpt protect`
+from .parity import ParityParams
 from .sidecar import (
     DIR_MANIFEST_NAME,
     SIDECAR_SUFFIX,
