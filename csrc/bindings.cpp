@@ -22,6 +22,8 @@
 #include "common/xxh3.hpp"
 #include "cpu/backend.hpp"
 #include "cpu/crc32.hpp"
+#include "cpu/cuda_emulation.hpp"
+#include "cpu/diff.hpp"
 #include "cpu/gf256.hpp"  // Reed-Solomon parity
 #include "cpu/mapped_file.hpp"
 #include "cuda/backend.hpp"
@@ -187,6 +189,83 @@ PYBIND11_MODULE(_native, m) {
       "Whether the CUDA backend is compiled in and usable. Never raises; never needs a GPU.");
 
   // ---- bitwise diff (GPU engine / diff issues) ----
+  // The statistics of diff::Partial as a dict; mean/RMS are derived in Python (fastckpt.tensordiff)
+  // from the exact sums so that every backend shares that last step too.
+  auto diff_stats = [](const diff::Partial& p, uint64_t n_elements, bool float_stats) {
+    py::dict d;
+    d["n_elements"] = n_elements;
+    d["n_different"] = p.n_diff;
+    d["first_diff_index"] = p.first_diff == diff::kNoIndex ? py::int_(-1) : py::int_(p.first_diff);
+    d["float_stats"] = float_stats;
+    d["sum_abs_diff"] = p.sum_abs;
+    d["sum_sq_diff"] = p.sum_sq;
+    d["max_abs_diff"] = p.max_abs;
+    d["max_rel_diff"] = p.max_rel;
+    d["max_ulp"] = p.max_ulp;
+    d["nan_inf_introduced"] = p.introduced;
+    d["nan_inf_removed"] = p.removed;
+    return d;
+  };
+  auto find_diff_dtype = [](const std::string& name) -> const cpu::DiffDType& {
+    try {
+      return cpu::diff_dtype(name);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  };
+  auto diff_host = [diff_stats](const uint8_t* a, const uint8_t* b, size_t nbytes, const cpu::DiffDType& dt,
+                                int threads) {
+    if (nbytes % dt.size != 0) {
+      throw py::value_error("byte length " + std::to_string(nbytes) + " is not a multiple of the " +
+                            std::to_string(dt.size) + "-byte element size of " + dt.name);
+    }
+    diff::Partial p;
+    if (nbytes >= kGilReleaseBytes) {
+      py::gil_scoped_release release;
+      p = cpu::diff_buffers(a, b, nbytes, dt, threads);
+    } else {
+      p = cpu::diff_buffers(a, b, nbytes, dt, threads);
+    }
+    return diff_stats(p, nbytes / dt.size, dt.kind != diff::Kind::kBits);
+  };
+
+  m.def(
+      "diff_dtypes",
+      []() {
+        py::dict d;
+        for (const auto& dt : cpu::diff_dtypes()) d[dt.name] = py::make_tuple(dt.kind != diff::Kind::kBits, dt.size);
+        return d;
+      },
+      "dtype names the diff accepts -> (has float statistics, bytes per element).");
+
+  m.def(
+      "diff_buffers",
+      [find_diff_dtype, diff_host](const py::object& a, const py::object& b, const std::string& dtype, int threads) {
+        const cpu::DiffDType& dt = find_diff_dtype(dtype);
+        BufferView va(a), vb(b);
+        if (va.size() != vb.size()) {
+          throw py::value_error("buffers differ in length (" + std::to_string(va.size()) + " and " +
+                                std::to_string(vb.size()) + " bytes): compare equal-shaped tensors only");
+        }
+        return diff_host(va.data(), vb.data(), va.size(), dt, threads);
+      },
+      py::arg("a"), py::arg("b"), py::arg("dtype"), py::arg("threads") = 0,
+      "Bitwise diff of two equal-length C-contiguous buffers holding elements of `dtype` (a name "
+      "from diff_dtypes()), on the CPU. Returns the raw statistics (see docs/DIFF_SEMANTICS.md).");
+
+  m.def(
+      "diff_buffers_at",
+      [find_diff_dtype, diff_host](uintptr_t a_address, uintptr_t b_address, size_t nbytes, const std::string& dtype,
+                                   int threads) {
+        const cpu::DiffDType& dt = find_diff_dtype(dtype);
+        if ((a_address == 0 || b_address == 0) && nbytes != 0)
+          throw py::value_error("null address with a non-zero length");
+        return diff_host(reinterpret_cast<const uint8_t*>(a_address), reinterpret_cast<const uint8_t*>(b_address),
+                         nbytes, dt, threads);
+      },
+      py::arg("a_address"), py::arg("b_address"), py::arg("nbytes"), py::arg("dtype"), py::arg("threads") = 0,
+      "Like diff_buffers, for host memory given as two addresses and one byte length (raw-pointer "
+      "contract at the top of this file: the caller keeps both ranges alive and unmodified).");
 
   // ---- zip CRC-32 (formats / verify issue) ----
   // zlib-compatible CRC-32 (polynomial 0xEDB88320). `isa` picks an implementation for tests and
@@ -470,4 +549,75 @@ PYBIND11_MODULE(_native, m) {
   }
 
   // ---- CUDA entry points (GPU engine issue) ----
+  // SAFETY: device addresses follow the contract in csrc/cuda/backend.hpp (the Python layer passes
+  // data_ptr()s of CUDA tensors on `device`, keeps them referenced, and the current stream).
+  m.def(
+      "cuda_leaf_digests",
+      [](const std::vector<std::pair<uintptr_t, uint64_t>>& tensors, size_t leaf_size, int device, uintptr_t stream) {
+        check_leaf_size(leaf_size);
+        std::vector<cuda::HashJob> jobs;
+        jobs.reserve(tensors.size());
+        for (const auto& t : tensors) jobs.push_back(cuda::HashJob{t.first, t.second});
+        std::vector<uint64_t> leaves;
+        {
+          py::gil_scoped_release release;
+          leaves = cuda::leaf_digests(jobs, leaf_size, device, stream);
+        }
+        py::list out;
+        size_t at = 0;
+        for (const auto& job : jobs) {
+          const size_t n = (job.nbytes + leaf_size - 1) / leaf_size;
+          out.append(py::bytes(reinterpret_cast<const char*>(leaves.data() + at), n * sizeof(uint64_t)));
+          at += n;
+        }
+        return out;
+      },
+      py::arg("tensors"), py::arg("leaf_size"), py::arg("device"), py::arg("stream"),
+      "Leaf digests of CUDA tensors given as (device address, nbytes), all hashed by one kernel launch "
+      "on `stream` (an int cudaStream_t, e.g. torch.cuda.current_stream().cuda_stream) of `device`. "
+      "Returns one bytes object of packed little-endian u64 per tensor.");
+
+  m.def(
+      "cuda_diff",
+      [diff_stats, find_diff_dtype](const std::vector<std::tuple<uintptr_t, uintptr_t, uint64_t, std::string>>& pairs,
+                                    int device, uintptr_t stream) {
+        std::vector<cuda::DiffJob> jobs;
+        jobs.reserve(pairs.size());
+        for (const auto& [a, b, nbytes, dtype] : pairs) {
+          const cpu::DiffDType& dt = find_diff_dtype(dtype);
+          if (nbytes % dt.size != 0) {
+            throw py::value_error("byte length " + std::to_string(nbytes) + " is not a multiple of the " +
+                                  std::to_string(dt.size) + "-byte element size of " + dt.name);
+          }
+          jobs.push_back(cuda::DiffJob{a, b, nbytes, dt.kind, dt.size});
+        }
+        std::vector<diff::Partial> partials;
+        {
+          py::gil_scoped_release release;
+          partials = cuda::diff(jobs, device, stream);
+        }
+        py::list out;
+        for (size_t i = 0; i < jobs.size(); ++i)
+          out.append(diff_stats(partials[i], jobs[i].nbytes / jobs[i].size, jobs[i].kind != diff::Kind::kBits));
+        return out;
+      },
+      py::arg("pairs"), py::arg("device"), py::arg("stream"),
+      "Bitwise diff of CUDA tensor pairs given as (address a, address b, nbytes, dtype name), in two "
+      "kernel launches on `stream` of `device`; one stats dict per pair, as diff_buffers returns.");
+
+  m.def(
+      "emulate_cuda_leaf_digests",
+      [](const py::object& data, size_t leaf_size) {
+        check_leaf_size(leaf_size);
+        BufferView buf(data);
+        const size_t n = (buf.size() + leaf_size - 1) / leaf_size;
+        std::string out(n * sizeof(uint64_t), '\0');
+        {
+          py::gil_scoped_release release;
+          cpu::emulate_cuda_leaf_digests(buf.data(), buf.size(), leaf_size, reinterpret_cast<uint64_t*>(out.data()));
+        }
+        return py::bytes(out);
+      },
+      py::arg("data"), py::arg("leaf_size") = 65536,
+      "Leaf digests computed on the CPU with the CUDA kernel's exact work partition (a test aid).");
 }

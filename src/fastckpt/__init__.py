@@ -18,6 +18,7 @@ from .digest import (
 )
 from .errors import FastckptError, InputError, UsageError
 from .optimizer_check import OptimizerReport, check_optimizer_state
+from .tensordiff import TensorDiff, compare_buffers, compare_many, compare_tensors
 
 __version__ = "0.1.0"
 
@@ -28,10 +29,14 @@ __all__ = [
     "InputError",
     "OptimizerReport",
     "StateDictDigest",
+    "TensorDiff",
     "UsageError",
     "__version__",
     "backends",
     "check_optimizer_state",
+    "compare_buffers",
+    "compare_many",
+    "compare_tensors",
     "hash_bytes",
     "hash_file",
     "hash_state_dict",
