@@ -87,6 +87,7 @@ def test_parity_section_layout(tmp_path: Path) -> None:
     sc = read_sidecar(str(tmp_path / "f.bin.fastckpt"))
     (raw,) = [s.payload for s in sc.manifest.extra if s.type == SEC_PARITY]
     (n,) = struct.unpack_from("<H", raw)
+    assert raw[2 : 2 + n] == b'{"version":1,"scheme":"rs-cauchy-gf256","polynomial":285,"k":21,"m":3,"groups":1}'
     record = json.loads(raw[2 : 2 + n])
     assert record == {
         "version": 1,
