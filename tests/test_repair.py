@@ -87,7 +87,9 @@ def test_parity_section_layout(tmp_path: Path) -> None:
     sc = read_sidecar(str(tmp_path / "f.bin.fastckpt"))
     (raw,) = [s.payload for s in sc.manifest.extra if s.type == SEC_PARITY]
     (n,) = struct.unpack_from("<H", raw)
-    assert raw[2 : 2 + n] == b'{"version":1,"scheme":"rs-cauchy-gf256","polynomial":285,"k":21,"m":3,"groups":1}'
+    assert (
+        raw[2 : 2 + n] == b'{"version":1,"scheme":"rs-cauchy-gf256","polynomial":285,"k":21,"m":3,"groups":1}'
+    )
     record = json.loads(raw[2 : 2 + n])
     assert record == {
         "version": 1,
@@ -509,3 +511,16 @@ def test_protect_redundancy_option(tmp_path: Path, capsys: pytest.CaptureFixture
     assert parity_section_of(read_sidecar(str(tmp_path / "f.bin.fastckpt")).manifest) is None
     assert main(["protect", str(tmp_path / "f.bin"), "--redundancy", "0.1"]) == 2
     assert "redundancy" in capsys.readouterr().err
+
+
+def test_symlink_target_is_repaired(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    data = _blob(tmp_path / "store" / "f.bin", 20 * LEAF)
+    os.symlink(tmp_path / "store" / "f.bin", tmp_path / "link.bin")
+    _protect(tmp_path / "link.bin", leaf_size=LEAF)
+    with open(tmp_path / "store" / "f.bin", "r+b") as f:
+        f.write(b"!")
+    assert main(["repair", str(tmp_path / "link.bin"), "-q"]) == 0
+    assert os.path.islink(tmp_path / "link.bin")
+    assert (tmp_path / "store" / "f.bin").read_bytes() == data
+    assert (tmp_path / "store" / "f.bin.damaged").exists()

@@ -720,7 +720,11 @@ def repair_file(
                     sp, None, "expected a file for --from (a folder is only valid when repairing a folder)"
                 )
             opened.append(_Source(sp))
-        return _repair_one(fspath, state, opened, dry_run, backup, threads, progress)
+        # A symbolic link is followed: its target is repaired (temp file and backup in its folder).
+        data_path = os.path.realpath(fspath) if os.path.islink(fspath) else fspath
+        report = _repair_one(data_path, state, opened, dry_run, backup, threads, progress)
+        report["path"] = fspath
+        return report
     finally:
         for src in opened:
             src.close()
