@@ -169,10 +169,14 @@ def verify_with_sidecar(
         unsafe=list(m.unsafe),
         sidecar_damaged=sc.damaged,
     )
-    if sc.damaged:
-        report["sidecar_problems"] = sc.problems()
+    from .sidecar_parity import parity_problems
+
+    sidecar_problems = sc.problems() + parity_problems(sc, threads=threads)
+    if sidecar_problems:
+        report["sidecar_damaged"] = True
+        report["sidecar_problems"] = sidecar_problems
         report["warnings"].append(
-            f"{sc.path}: sidecar is damaged ({'; '.join(sc.problems())}); used copy {sc.used_copy}"
+            f"{sc.path}: sidecar is damaged ({'; '.join(sidecar_problems)}); used copy {sc.used_copy}"
         )
     if digest is not None:  # ---- remote storage (report issue): hashed by the caller
         d = digest
