@@ -17,9 +17,14 @@
 #include <system_error>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "common/xxh3.hpp"
 #include "cpu/backend.hpp"
+#include "cpu/crc32.hpp"
+#include "cpu/gf256.hpp"  // Reed-Solomon parity
+#include "cpu/cuda_emulation.hpp"
+#include "cpu/diff.hpp"
 #include "cpu/mapped_file.hpp"
 #include "cuda/backend.hpp"
 
@@ -184,10 +189,435 @@ PYBIND11_MODULE(_native, m) {
       "Whether the CUDA backend is compiled in and usable. Never raises; never needs a GPU.");
 
   // ---- bitwise diff (GPU engine / diff issues) ----
+  // The statistics of diff::Partial as a dict; mean/RMS are derived in Python (fastckpt.tensordiff)
+  // from the exact sums so that every backend shares that last step too.
+  auto diff_stats = [](const diff::Partial& p, uint64_t n_elements, bool float_stats) {
+    py::dict d;
+    d["n_elements"] = n_elements;
+    d["n_different"] = p.n_diff;
+    d["first_diff_index"] = p.first_diff == diff::kNoIndex ? py::int_(-1) : py::int_(p.first_diff);
+    d["float_stats"] = float_stats;
+    d["sum_abs_diff"] = p.sum_abs;
+    d["sum_sq_diff"] = p.sum_sq;
+    d["max_abs_diff"] = p.max_abs;
+    d["max_rel_diff"] = p.max_rel;
+    d["max_ulp"] = p.max_ulp;
+    d["nan_inf_introduced"] = p.introduced;
+    d["nan_inf_removed"] = p.removed;
+    return d;
+  };
+  auto find_diff_dtype = [](const std::string& name) -> const cpu::DiffDType& {
+    try {
+      return cpu::diff_dtype(name);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  };
+  auto diff_host = [diff_stats](const uint8_t* a, const uint8_t* b, size_t nbytes, const cpu::DiffDType& dt,
+                                int threads) {
+    if (nbytes % dt.size != 0) {
+      throw py::value_error("byte length " + std::to_string(nbytes) + " is not a multiple of the " +
+                            std::to_string(dt.size) + "-byte element size of " + dt.name);
+    }
+    diff::Partial p;
+    if (nbytes >= kGilReleaseBytes) {
+      py::gil_scoped_release release;
+      p = cpu::diff_buffers(a, b, nbytes, dt, threads);
+    } else {
+      p = cpu::diff_buffers(a, b, nbytes, dt, threads);
+    }
+    return diff_stats(p, nbytes / dt.size, dt.kind != diff::Kind::kBits);
+  };
+
+  m.def(
+      "diff_dtypes",
+      []() {
+        py::dict d;
+        for (const auto& dt : cpu::diff_dtypes()) d[dt.name] = py::make_tuple(dt.kind != diff::Kind::kBits, dt.size);
+        return d;
+      },
+      "dtype names the diff accepts -> (has float statistics, bytes per element).");
+
+  m.def(
+      "diff_buffers",
+      [find_diff_dtype, diff_host](const py::object& a, const py::object& b, const std::string& dtype, int threads) {
+        const cpu::DiffDType& dt = find_diff_dtype(dtype);
+        BufferView va(a), vb(b);
+        if (va.size() != vb.size()) {
+          throw py::value_error("buffers differ in length (" + std::to_string(va.size()) + " and " +
+                                std::to_string(vb.size()) + " bytes): compare equal-shaped tensors only");
+        }
+        return diff_host(va.data(), vb.data(), va.size(), dt, threads);
+      },
+      py::arg("a"), py::arg("b"), py::arg("dtype"), py::arg("threads") = 0,
+      "Bitwise diff of two equal-length C-contiguous buffers holding elements of `dtype` (a name "
+      "from diff_dtypes()), on the CPU. Returns the raw statistics (see docs/DIFF_SEMANTICS.md).");
+
+  m.def(
+      "diff_buffers_at",
+      [find_diff_dtype, diff_host](uintptr_t a_address, uintptr_t b_address, size_t nbytes, const std::string& dtype,
+                                   int threads) {
+        const cpu::DiffDType& dt = find_diff_dtype(dtype);
+        if ((a_address == 0 || b_address == 0) && nbytes != 0)
+          throw py::value_error("null address with a non-zero length");
+        return diff_host(reinterpret_cast<const uint8_t*>(a_address), reinterpret_cast<const uint8_t*>(b_address),
+                         nbytes, dt, threads);
+      },
+      py::arg("a_address"), py::arg("b_address"), py::arg("nbytes"), py::arg("dtype"), py::arg("threads") = 0,
+      "Like diff_buffers, for host memory given as two addresses and one byte length (raw-pointer "
+      "contract at the top of this file: the caller keeps both ranges alive and unmodified).");
 
   // ---- zip CRC-32 (formats / verify issue) ----
+  // zlib-compatible CRC-32 (polynomial 0xEDB88320). `isa` picks an implementation for tests and
+  // benchmarks ("" = the fastest usable one); results never depend on it or on `threads`.
+  {
+    auto crc_fn_for = [](const std::string& isa) {
+      try {
+        return cpu::crc32_for(isa);
+      } catch (const std::invalid_argument& e) {
+        throw py::value_error(e.what());
+      }
+    };
+    auto check_crc_value = [](long long value, const char* what) {
+      if (value < 0 || value > 0xFFFFFFFFll)
+        throw py::value_error(std::string(what) + " must be a CRC-32 value in [0, 2**32), got " +
+                              std::to_string(value));
+      return static_cast<uint32_t>(value);
+    };
+
+    m.def(
+        "crc32",
+        [crc_fn_for, check_crc_value](const py::object& data, long long value, int threads,
+                                      const std::string& isa) {
+          const uint32_t init = check_crc_value(value, "value");
+          auto fn = crc_fn_for(isa);
+          BufferView buf(data);
+          const uint64_t offset = 0, length = buf.size();
+          uint32_t out = 0;
+          if (buf.size() >= kGilReleaseBytes) {
+            py::gil_scoped_release release;
+            cpu::crc32_ranges(buf.data(), &offset, &length, &init, 1, &out, threads, fn);
+          } else {
+            out = fn(init, buf.data(), buf.size());
+          }
+          return out;
+        },
+        py::arg("data"), py::arg("value") = 0, py::kw_only(), py::arg("threads") = 0, py::arg("isa") = "",
+        "CRC-32 of a C-contiguous buffer, continuing from `value`; equal to zlib.crc32(data, value).\n"
+        "Inputs over 8 MiB are split over `threads` workers (0 = all cores) and joined with crc32_combine.");
+
+    m.def(
+        "crc32_ranges",
+        [crc_fn_for](const py::object& data, const std::vector<long long>& offsets,
+                     const std::vector<long long>& lengths, int threads, const std::string& isa) {
+          if (offsets.size() != lengths.size())
+            throw py::value_error("crc32_ranges: offsets and lengths must have the same length, got " +
+                                  std::to_string(offsets.size()) + " and " + std::to_string(lengths.size()));
+          auto fn = crc_fn_for(isa);
+          BufferView buf(data);
+          std::vector<uint64_t> off(offsets.size()), len(lengths.size());
+          uint64_t total = 0;
+          for (size_t i = 0; i < offsets.size(); ++i) {
+            if (offsets[i] < 0 || lengths[i] < 0 || static_cast<uint64_t>(offsets[i]) > buf.size() ||
+                static_cast<uint64_t>(lengths[i]) > buf.size() - static_cast<uint64_t>(offsets[i]))
+              throw py::value_error("crc32_ranges: range " + std::to_string(i) + " [" + std::to_string(offsets[i]) +
+                                    ", +" + std::to_string(lengths[i]) + ") is outside the buffer of " +
+                                    std::to_string(buf.size()) + " bytes");
+            off[i] = static_cast<uint64_t>(offsets[i]);
+            len[i] = static_cast<uint64_t>(lengths[i]);
+            total += len[i];
+          }
+          std::vector<uint32_t> out(off.size());
+          if (total >= kGilReleaseBytes) {
+            py::gil_scoped_release release;
+            cpu::crc32_ranges(buf.data(), off.data(), len.data(), nullptr, off.size(), out.data(), threads, fn);
+          } else {
+            cpu::crc32_ranges(buf.data(), off.data(), len.data(), nullptr, off.size(), out.data(), 1, fn);
+          }
+          return out;
+        },
+        py::arg("data"), py::arg("offsets"), py::arg("lengths"), py::kw_only(), py::arg("threads") = 0,
+        py::arg("isa") = "",
+        "CRC-32 (from 0) of each range data[offsets[i]:offsets[i] + lengths[i]], as a list of ints.\n"
+        "Ranges are hashed in parallel (large ones split and recombined); they may overlap.");
+
+    m.def(
+        "crc32_combine",
+        [check_crc_value](long long crc1, long long crc2, long long len2) {
+          if (len2 < 0) throw py::value_error("crc32_combine: len2 must be >= 0, got " + std::to_string(len2));
+          return cpu::crc32_combine(check_crc_value(crc1, "crc1"), check_crc_value(crc2, "crc2"),
+                                    static_cast<uint64_t>(len2));
+        },
+        py::arg("crc1"), py::arg("crc2"), py::arg("len2"),
+        "CRC-32 of A+B from crc32(A), crc32(B) and len(B) (like zlib's crc32_combine).");
+
+    m.def("crc32_isas", &cpu::crc32_isas, "CRC-32 implementations usable here, slowest first.");
+    m.def("crc32_default_isa", &cpu::crc32_default_isa, "The CRC-32 implementation used by default.");
+  }
 
   // ---- Reed-Solomon parity (repair issue) ----
+  // The engine of docs/FORMAT.md "Parity (Reed-Solomon)"; fastckpt.parity is its public API. Parity and
+  // rebuilt leaves come back as new bytes objects, filled without the GIL (nothing else sees them yet).
+  {
+    auto rs_kernels = [](const std::string& isa) -> const gf::Kernels& {
+      try {
+        return gf::kernels_for(isa.empty() ? gf::default_isa() : isa);
+      } catch (const std::invalid_argument& e) {
+        throw py::value_error(e.what());
+      }
+    };
+    auto rs_code = [](uint64_t size, size_t leaf_size, int k, int m, size_t groups) {
+      check_leaf_size(leaf_size);
+      gf::Code code{leaf_size, k, m, groups};
+      try {
+        gf::check_code(code, size);
+      } catch (const std::invalid_argument& e) {
+        throw py::value_error(e.what());
+      }
+      return code;
+    };
+    auto new_bytes = [](size_t n) {
+      PyObject* out = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(n));
+      if (out == nullptr) throw py::error_already_set();
+      return py::reinterpret_steal<py::bytes>(out);
+    };
+    auto bytes_ptr = [](py::bytes& b) { return reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(b.ptr())); };
+
+    m.def(
+        "rs_encode",
+        [=](const py::object& data, size_t leaf_size, int k, int m_, size_t groups, int threads, const std::string& isa) {
+          const gf::Kernels& kern = rs_kernels(isa);
+          BufferView buf(data);
+          const gf::Code code = rs_code(buf.size(), leaf_size, k, m_, groups);
+          py::bytes parity = new_bytes(static_cast<size_t>(m_) * groups * leaf_size);
+          uint8_t* out = bytes_ptr(parity);
+          py::gil_scoped_release release;
+          gf::encode(buf.data(), buf.size(), code, out, nullptr, nullptr, threads, kern);
+          return parity;
+        },
+        py::arg("data"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"), py::arg("threads") = 0,
+        py::arg("isa") = "",
+        "Reed-Solomon parity of a C-contiguous buffer: m * groups leaves of leaf_size bytes, parity leaf\n"
+        "r * groups + g for row r of group g (data leaf i is in group i % groups).");
+
+    m.def(
+        "rs_protect",
+        [=](const py::object& data, size_t leaf_size, int k, int m_, size_t groups, int threads, const std::string& isa) {
+          const gf::Kernels& kern = rs_kernels(isa);
+          auto loop = loop_for("");
+          BufferView buf(data);
+          const gf::Code code = rs_code(buf.size(), leaf_size, k, m_, groups);
+          py::bytes parity = new_bytes(static_cast<size_t>(m_) * groups * leaf_size);
+          py::bytes digests = new_bytes((buf.size() + leaf_size - 1) / leaf_size * 8);
+          uint8_t* out = bytes_ptr(parity);
+          auto* dig = reinterpret_cast<uint64_t*>(bytes_ptr(digests));
+          {
+            py::gil_scoped_release release;
+            gf::encode(buf.data(), buf.size(), code, out, dig, loop, threads, kern);
+          }
+          return py::make_tuple(digests, parity);
+        },
+        py::arg("data"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"), py::arg("threads") = 0,
+        py::arg("isa") = "",
+        "Leaf digests (packed little-endian u64, as leaf_digests) and rs_encode parity in one pass over memory.");
+
+    m.def(
+        "rs_protect_file",
+        [=](const std::string& path, size_t leaf_size, int k, int m_, size_t groups, int threads, const std::string& isa) {
+          const gf::Kernels& kern = rs_kernels(isa);
+          auto loop = loop_for("");
+          check_leaf_size(leaf_size);
+          std::unique_ptr<cpu::MappedFile> file;
+          try {
+            py::gil_scoped_release release;
+            file = std::make_unique<cpu::MappedFile>(path);
+          } catch (const std::system_error& e) {
+            errno = e.code().value();
+            PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
+            throw py::error_already_set();
+          }
+          const gf::Code code = rs_code(file->size(), leaf_size, k, m_, groups);
+          py::bytes parity = new_bytes(static_cast<size_t>(m_) * groups * leaf_size);
+          py::bytes digests = new_bytes((file->size() + leaf_size - 1) / leaf_size * 8);
+          uint8_t* out = bytes_ptr(parity);
+          auto* dig = reinterpret_cast<uint64_t*>(bytes_ptr(digests));
+          {
+            py::gil_scoped_release release;
+            gf::encode(file->data(), file->size(), code, out, dig, loop, threads, kern);
+          }
+          return py::make_tuple(file->size(), digests, parity);
+        },
+        py::arg("path"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"), py::arg("threads") = 0,
+        py::arg("isa") = "",
+        "mmap a file and return (size, leaf digests, parity) as rs_protect. k, m and groups must fit the\n"
+        "file's size at the time it is opened (ValueError otherwise).");
+
+    m.def(
+        "rs_reconstruct",
+        [=](const py::object& data, uint64_t size, size_t leaf_size, int k, int m_, size_t groups,
+            const py::object& parity, std::vector<uint64_t> damaged, std::vector<uint64_t> damaged_parity, int threads,
+            const std::string& isa) {
+          const gf::Kernels& kern = rs_kernels(isa);
+          const gf::Code code = rs_code(size, leaf_size, k, m_, groups);
+          BufferView buf(data);
+          BufferView par(parity);
+          const size_t want = static_cast<size_t>(m_) * groups * leaf_size;
+          if (par.size() != want)
+            throw py::value_error("parity holds " + std::to_string(par.size()) + " bytes but m * groups * leaf_size = " +
+                                  std::to_string(want) + "; pass the parity made with these k, m, groups and leaf_size");
+          gf::ReconstructPlan plan;
+          try {
+            plan = gf::plan_reconstruct(buf.size(), size, code, damaged, damaged_parity);
+          } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+          }
+          py::bytes out = new_bytes(plan.rebuilt.size() * leaf_size);
+          uint8_t* dst = bytes_ptr(out);
+          {
+            py::gil_scoped_release release;
+            gf::reconstruct(buf.data(), buf.size(), size, code, par.data(), damaged_parity, plan, dst, threads, kern);
+          }
+          return py::make_tuple(plan.rebuilt, plan.lost, out);
+        },
+        py::arg("data"), py::arg("size"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"),
+        py::arg("parity"), py::arg("damaged"), py::arg("damaged_parity") = std::vector<uint64_t>{},
+        py::arg("threads") = 0, py::arg("isa") = "",
+        "Rebuild damaged data leaves of the original byte range [0, size) from the damaged buffer and the\n"
+        "parity. Leaves not wholly inside data (a truncated buffer) count as damaged. Returns (rebuilt,\n"
+        "lost, leaves): rebuilt and lost are ascending leaf indices; leaves holds len(rebuilt) slots of\n"
+        "leaf_size bytes, slot j being leaf rebuilt[j] (the short last leaf zero-padded).");
+
+    m.def(
+        "rs_xor_encode",
+        [=](const py::object& data, size_t leaf_size, size_t groups, int threads, const std::string& isa) {
+          const gf::Kernels& kern = rs_kernels(isa);
+          BufferView buf(data);
+          rs_code(buf.size(), leaf_size, 255, 1, groups);
+          py::bytes parity = new_bytes(groups * leaf_size);
+          uint8_t* out = bytes_ptr(parity);
+          py::gil_scoped_release release;
+          gf::xor_encode(buf.data(), buf.size(), leaf_size, groups, out, threads, kern);
+          return parity;
+        },
+        py::arg("data"), py::arg("leaf_size"), py::arg("groups"), py::arg("threads") = 0, py::arg("isa") = "",
+        "Plain XOR parity with the same interleaving (groups leaves; leaf g = XOR of data leaves i % groups == g).\n"
+        "A benchmark baseline: it repairs one leaf per group.");
+
+    m.def(
+        "gf256_mul",
+        [=](const py::object& data, int coef, const std::string& isa) {
+          if (coef < 0 || coef > 255) throw py::value_error("coef must be a byte (0..255)");
+          const gf::Kernels& kern = rs_kernels(isa);
+          BufferView buf(data);
+          py::bytes out = new_bytes(buf.size());
+          uint8_t* dst = bytes_ptr(out);
+          std::memset(dst, 0, buf.size());
+          const gf::CoefTable t = gf::make_coef_table(static_cast<uint8_t>(coef));
+          const uint8_t* src = buf.data();
+          kern.mul_acc(&src, 1, buf.size(), &dst, 1, &t);
+          return out;
+        },
+        py::arg("data"), py::arg("coef"), py::arg("isa") = "",
+        "coef * b in GF(2^8) (polynomial 0x11D) for every byte b, with the given kernel (for tests).");
+
+    m.def(
+        "gf256_cauchy",
+        [](int k, int m_) {
+          try {
+            const auto c = gf::cauchy_matrix(k, m_);
+            return py::bytes(reinterpret_cast<const char*>(c.data()), c.size());
+          } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+          }
+        },
+        py::arg("k"), py::arg("m"), "The m x k Cauchy parity matrix, row-major: 1 / ((k + r) ^ j).");
+
+    m.def(
+        "gf256_invert",
+        [](const py::object& matrix, int n) -> py::object {
+          BufferView buf(matrix);
+          if (n < 1 || n > 256 || buf.size() != static_cast<size_t>(n) * static_cast<size_t>(n))
+            throw py::value_error("matrix must hold n * n bytes with 1 <= n <= 256");
+          std::vector<uint8_t> a(buf.data(), buf.data() + buf.size());
+          if (!gf::invert(a, n)) return py::none();
+          return py::bytes(reinterpret_cast<const char*>(a.data()), a.size());
+        },
+        py::arg("matrix"), py::arg("n"), "Inverse of an n x n row-major GF(2^8) matrix, or None if singular.");
+
+    m.def("rs_available_isas", &gf::available_isas, "Parity kernels usable here, narrowest first.");
+    m.def("rs_default_isa", &gf::default_isa, "The parity kernel used by default (the widest usable).");
+  }
 
   // ---- CUDA entry points (GPU engine issue) ----
+  // SAFETY: device addresses follow the contract in csrc/cuda/backend.hpp (the Python layer passes
+  // data_ptr()s of CUDA tensors on `device`, keeps them referenced, and the current stream).
+  m.def(
+      "cuda_leaf_digests",
+      [](const std::vector<std::pair<uintptr_t, uint64_t>>& tensors, size_t leaf_size, int device, uintptr_t stream) {
+        check_leaf_size(leaf_size);
+        std::vector<cuda::HashJob> jobs;
+        jobs.reserve(tensors.size());
+        for (const auto& t : tensors) jobs.push_back(cuda::HashJob{t.first, t.second});
+        std::vector<uint64_t> leaves;
+        {
+          py::gil_scoped_release release;
+          leaves = cuda::leaf_digests(jobs, leaf_size, device, stream);
+        }
+        py::list out;
+        size_t at = 0;
+        for (const auto& job : jobs) {
+          const size_t n = (job.nbytes + leaf_size - 1) / leaf_size;
+          out.append(py::bytes(reinterpret_cast<const char*>(leaves.data() + at), n * sizeof(uint64_t)));
+          at += n;
+        }
+        return out;
+      },
+      py::arg("tensors"), py::arg("leaf_size"), py::arg("device"), py::arg("stream"),
+      "Leaf digests of CUDA tensors given as (device address, nbytes), all hashed by one kernel launch "
+      "on `stream` (an int cudaStream_t, e.g. torch.cuda.current_stream().cuda_stream) of `device`. "
+      "Returns one bytes object of packed little-endian u64 per tensor.");
+
+  m.def(
+      "cuda_diff",
+      [diff_stats, find_diff_dtype](const std::vector<std::tuple<uintptr_t, uintptr_t, uint64_t, std::string>>& pairs,
+                                    int device, uintptr_t stream) {
+        std::vector<cuda::DiffJob> jobs;
+        jobs.reserve(pairs.size());
+        for (const auto& [a, b, nbytes, dtype] : pairs) {
+          const cpu::DiffDType& dt = find_diff_dtype(dtype);
+          if (nbytes % dt.size != 0) {
+            throw py::value_error("byte length " + std::to_string(nbytes) + " is not a multiple of the " +
+                                  std::to_string(dt.size) + "-byte element size of " + dt.name);
+          }
+          jobs.push_back(cuda::DiffJob{a, b, nbytes, dt.kind, dt.size});
+        }
+        std::vector<diff::Partial> partials;
+        {
+          py::gil_scoped_release release;
+          partials = cuda::diff(jobs, device, stream);
+        }
+        py::list out;
+        for (size_t i = 0; i < jobs.size(); ++i)
+          out.append(diff_stats(partials[i], jobs[i].nbytes / jobs[i].size, jobs[i].kind != diff::Kind::kBits));
+        return out;
+      },
+      py::arg("pairs"), py::arg("device"), py::arg("stream"),
+      "Bitwise diff of CUDA tensor pairs given as (address a, address b, nbytes, dtype name), in two "
+      "kernel launches on `stream` of `device`; one stats dict per pair, as diff_buffers returns.");
+
+  m.def(
+      "emulate_cuda_leaf_digests",
+      [](const py::object& data, size_t leaf_size) {
+        check_leaf_size(leaf_size);
+        BufferView buf(data);
+        const size_t n = (buf.size() + leaf_size - 1) / leaf_size;
+        std::string out(n * sizeof(uint64_t), '\0');
+        {
+          py::gil_scoped_release release;
+          cpu::emulate_cuda_leaf_digests(buf.data(), buf.size(), leaf_size, reinterpret_cast<uint64_t*>(out.data()));
+        }
+        return py::bytes(out);
+      },
+      py::arg("data"), py::arg("leaf_size") = 65536,
+      "Leaf digests computed on the CPU with the CUDA kernel's exact work partition (a test aid).");
 }

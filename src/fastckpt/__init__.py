@@ -16,24 +16,45 @@ from .digest import (
     hash_state_dict,
     hash_tensor,
 )
-from .errors import FastckptError, InputError, UsageError
+from .errors import CorruptCheckpointError, FastckptError, InputError, UsageError
 from .optimizer_check import OptimizerReport, check_optimizer_state
+from .tensordiff import TensorDiff, compare_buffers, compare_many, compare_tensors
+
+# Importing .save binds the name `save` to the function (not the submodule); save.py imports no torch.
+from .save import load, save, save_safetensors  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LEAF_SIZE",
+    "CorruptCheckpointError",
     "Digest",
     "FastckptError",
     "InputError",
     "OptimizerReport",
     "StateDictDigest",
+    "TensorDiff",
     "UsageError",
     "__version__",
     "backends",
     "check_optimizer_state",
+    "compare_buffers",
+    "compare_many",
+    "compare_tensors",
     "hash_bytes",
     "hash_file",
     "hash_state_dict",
     "hash_tensor",
+    "load",
+    "save",
+    "save_safetensors",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `fastckpt.dcp` subclasses torch's classes, so it is imported on first use only.
+    if name == "dcp":
+        import importlib
+
+        return importlib.import_module(".dcp", __name__)
+    raise AttributeError(f"module 'fastckpt' has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """Type stubs for the private native module. Checked with `mypy --strict` in tests/test_stubs.py."""
 
+from collections.abc import Sequence
 from typing import TypedDict
 
 from typing_extensions import Buffer
@@ -10,6 +11,19 @@ class CudaStatus(TypedDict):
     device_count: int
     reason: str
     architectures: str
+
+class DiffStats(TypedDict):
+    n_elements: int
+    n_different: int
+    first_diff_index: int  # -1 when equal
+    float_stats: bool  # False: the float fields are zero and meaningless (bitwise-only dtype)
+    sum_abs_diff: float  # canonical-order float64 sums (docs/DIFF_SEMANTICS.md)
+    sum_sq_diff: float
+    max_abs_diff: float
+    max_rel_diff: float
+    max_ulp: int
+    nan_inf_introduced: int
+    nan_inf_removed: int
 
 def xxh3_64(data: Buffer) -> int: ...
 def xxh3_128(data: Buffer) -> int: ...
@@ -23,9 +37,25 @@ def default_isa() -> str: ...
 def cuda_status() -> CudaStatus: ...
 
 # ---- bitwise diff ----
+def diff_dtypes() -> dict[str, tuple[bool, int]]: ...
+def diff_buffers(a: Buffer, b: Buffer, dtype: str, threads: int = 0) -> DiffStats: ...
+def diff_buffers_at(a_address: int, b_address: int, nbytes: int, dtype: str, threads: int = 0) -> DiffStats: ...
 
 # ---- zip CRC-32 ----
+
+def crc32(data: Buffer, value: int = 0, *, threads: int = 0, isa: str = "") -> int: ...
+def crc32_ranges(
+    data: Buffer, offsets: Sequence[int], lengths: Sequence[int], *, threads: int = 0, isa: str = ""
+) -> list[int]: ...
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int: ...
+def crc32_isas() -> list[str]: ...
+def crc32_default_isa() -> str: ...
 
 # ---- Reed-Solomon parity ----
 
 # ---- CUDA entry points ----
+def cuda_leaf_digests(
+    tensors: Sequence[tuple[int, int]], leaf_size: int, device: int, stream: int
+) -> list[bytes]: ...
+def cuda_diff(pairs: Sequence[tuple[int, int, int, str]], device: int, stream: int) -> list[DiffStats]: ...
+def emulate_cuda_leaf_digests(data: Buffer, leaf_size: int = 65536) -> bytes: ...

@@ -13,10 +13,11 @@ from ._common import add_json_flag, print_json
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "demo",
-        help="run hash -> corrupt -> locate on a generated sample checkpoint",
+        help="run protect -> corrupt -> verify on a generated sample checkpoint",
         description="Writes a sample checkpoint (torch.save of a small model when torch is installed, "
-        "raw bytes otherwise) into a temporary folder, hashes it, flips one bit, and shows how the "
-        "leaf digests pinpoint the damaged 64 KiB leaf. Nothing outside the temporary folder is touched.",
+        "raw bytes otherwise) into a temporary folder, protects it (sidecar manifest), flips one bit, and "
+        "shows how verify pinpoints the damaged 64 KiB leaf and the tensor elements in it. Nothing "
+        "outside the temporary folder is touched.",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
     add_json_flag(p)
@@ -45,37 +46,51 @@ def _write_sample(folder: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..digest import hash_file
+    from ..protect import protect_file
+    from ..verify import verify_path
 
     folder = tempfile.mkdtemp(prefix="fastckpt-demo-")
     report: dict[str, Any] = {"folder": folder}
     try:
         path, what = _write_sample(folder)
-        clean = hash_file(path)
         say = (lambda *a: None) if args.json else print
-        say(f"1. wrote sample checkpoint: {path}\n   {what}, {clean.nbytes} bytes")
-        say(f"2. hashed it: {len(clean.leaves)} leaves of {clean.leaf_size} bytes, digest {clean.hex()}")
-        offset = clean.nbytes // 2 + 12345
+        say(f"1. wrote sample checkpoint: {path}\n   {what}, {os.path.getsize(path)} bytes")
+        prot = protect_file(path)
+        say(
+            f"2. protect: wrote {os.path.basename(prot.sidecar or '')} ({prot.format}, {prot.tensors} tensor "
+            f"digests, {-(-prot.size // prot.leaf_size)} leaf digests of {prot.leaf_size} bytes, two copies)"
+        )
+        clean = verify_path(path)
+        say(f"3. verify: {'OK' if clean['ok'] else 'DAMAGED'} ({clean['leaves_checked']} leaves checked)")
+        offset = prot.size // 2 + 12345
         with open(path, "r+b") as f:  # our own temporary file, never a user's
             f.seek(offset)
             byte = f.read(1)[0]
             f.seek(offset)
             f.write(bytes([byte ^ 0x10]))
-        damaged = hash_file(path)
-        bad = [i for i, (a, b) in enumerate(zip(clean.leaves, damaged.leaves, strict=True)) if a != b]
-        say(f"3. flipped one bit at offset {offset}; digest is now {damaged.hex()}")
-        for i in bad:
-            lo = i * clean.leaf_size
-            hi = min(lo + clean.leaf_size, clean.nbytes)
-            say(f"4. damaged leaf {i}: bytes [{lo}, {hi}) -- the flip is inside it")
+        say(f"4. flipped one bit at offset {offset}")
+        damaged = verify_path(path)
+        for d in damaged["damaged"]:
+            hit = (
+                ", ".join(f"{e['tensor']}[{e['start']}:{e['stop']}]" for e in d["elements"])
+                or "no tensor data"
+            )
+            say(f"5. verify: DAMAGED bytes [{d['offset']}, {d['offset'] + d['length']}): {hit}")
+        bad = [d["offset"] // prot.leaf_size for d in damaged["damaged"]]
         report.update(
             path=path,
-            size=clean.nbytes,
-            digest=clean.hex(),
+            size=prot.size,
+            digest=f"{prot.digest:032x}",
+            sidecar=prot.sidecar,
             corrupted_offset=offset,
-            damaged_digest=damaged.hex(),
             damaged_leaves=bad,
-            ok=bad == [offset // clean.leaf_size],
+            damaged_tensors=sorted({k for d in damaged["damaged"] for k in d["tensors"]}),
+            verify=damaged,
+            ok=clean["ok"] and not damaged["ok"] and bad == [offset // prot.leaf_size],
+        )
+        say(
+            f"6. report: exit code 1 from 'fastckpt verify {os.path.basename(path)}'; tensors hit: "
+            f"{', '.join(report['damaged_tensors']) or 'none'}"
         )
         if args.json:
             print_json(report)

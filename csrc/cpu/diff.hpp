@@ -1,0 +1,29 @@
+// The CPU bitwise-diff kernel and the dtype table shared with the CUDA diff entry points.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../common/diff_math.hpp"
+
+namespace fastckpt::cpu {
+
+struct DiffDType {
+  const char* name;  // torch's dtype name without "torch." (e.g. "bfloat16"), or rawN
+  diff::Kind kind;   // kBits: counts only
+  uint32_t size;     // bytes per element: 1, 2, 4, 8 or 16
+};
+
+// Every dtype name the diff accepts, in a stable order.
+const std::vector<DiffDType>& diff_dtypes();
+// Throws std::invalid_argument naming the accepted dtypes when `name` is unknown.
+const DiffDType& diff_dtype(const std::string& name);
+
+// Statistics of a[0, nbytes) against b[0, nbytes) as elements of `dtype` (see diff_math.hpp for
+// the order of reduction). nbytes must be a multiple of dtype.size. Tiles are spread over
+// `threads` workers (0 = all hardware threads; small inputs use one).
+diff::Partial diff_buffers(const uint8_t* a, const uint8_t* b, size_t nbytes, const DiffDType& dtype, int threads);
+
+}  // namespace fastckpt::cpu

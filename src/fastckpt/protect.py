@@ -1,0 +1,290 @@
+"""`protect`: builds sidecar manifests (fastckpt.sidecar) for a file or a checkpoint folder.
+
+For a file it records the size, the leaf digests of every byte, a v1 digest per tensor (hashed
+from the file's bytes, no torch needed) and the reader's segment map, then writes `PATH.fastckpt`
+atomically. For a folder it protects every regular file in it (sidecar beside each) and writes
+`DIR/.fastckpt-dir`, which lists the files and their sizes so missing ones are detected later.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _native
+from ._layout import OpaqueLayout, folder_file_format, read_dir_layout, read_layout, walk_files
+from .digest import (
+    DEFAULT_LEAF_SIZE,
+    PROGRESS_MIN_BYTES,
+    check_leaf_size,
+    digest_from_leaves,
+    hash_file,
+)
+from .errors import InputError
+from .sidecar import (
+    DIR_MANIFEST_NAME,
+    SIDECAR_SUFFIX,
+    TENSOR_RAW_RANGE,
+    DirEntry,
+    DirManifest,
+    FileManifest,
+    SegmentEntry,
+    TensorEntry,
+    sidecar_path_for,
+    write_sidecar,
+)
+
+
+@dataclass
+class ProtectResult:
+    path: str
+    sidecar: str | None
+    size: int
+    format: str
+    digest: int
+    leaf_size: int
+    tensors: int
+    segments: int
+    unsafe: list[str] = field(default_factory=list)
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    written: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.written and not self.problems,
+            "path": self.path,
+            "sidecar": self.sidecar,
+            "written": self.written,
+            "size": self.size,
+            "format": self.format,
+            "digest": f"{self.digest:032x}",
+            "leaf_size": self.leaf_size,
+            "tensors": self.tensors,
+            "segments": self.segments,
+            "unsafe": self.unsafe,
+            "problems": self.problems,
+        }
+
+
+def _problem_json(p: Any) -> dict[str, Any]:
+    return {"offset": p.offset, "kind": p.kind, "message": p.message}
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _tensor_entries(
+    path: str, size: int, spans: list[Any], leaf_size: int, threads: int, progress: bool = False
+) -> list[TensorEntry]:
+    """v1 digests of each tensor's bytes, read through one mmap of the file."""
+    if not spans:
+        return []
+    from ._progress import Progress
+
+    out: list[TensorEntry] = []
+    total = sum(max(t.nbytes, 0) for t in spans)
+    bar = Progress(f"digest tensors of {path}", total, enabled=progress and total >= PROGRESS_MIN_BYTES)
+    with open(path, "rb") as f, bar:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        view = memoryview(mm) if mm is not None else memoryview(b"")
+        try:
+            for t in spans:
+                if t.offset < 0 or t.nbytes < 0 or t.offset + t.nbytes > size:
+                    raise InputError(
+                        path,
+                        t.offset,
+                        f"expected tensor {t.key} to lie inside the {size}-byte file ({t.nbytes} bytes)",
+                    )
+                shape = tuple(int(d) for d in t.shape)
+                dense = _prod(shape) * t.itemsize == t.nbytes
+                leaves = _native.leaf_digests(view[t.offset : t.offset + t.nbytes], leaf_size, threads)
+                if dense:
+                    d = digest_from_leaves(leaves, leaf_size, t.nbytes, t.dtype, shape)
+                else:
+                    d = digest_from_leaves(leaves, leaf_size, t.nbytes)
+                bar.update(t.nbytes)
+                out.append(
+                    TensorEntry(
+                        t.key,
+                        t.dtype,
+                        shape,
+                        t.offset,
+                        t.nbytes,
+                        t.itemsize,
+                        t.storage,
+                        d.value,
+                        0 if dense else TENSOR_RAW_RANGE,
+                    )
+                )
+        finally:
+            view.release()
+            if mm is not None:
+                mm.close()
+    return out
+
+
+def build_manifest(
+    path: str,
+    *,
+    leaf_size: int = DEFAULT_LEAF_SIZE,
+    threads: int = 0,
+    progress: bool = False,
+    layout: Any = None,
+) -> tuple[FileManifest, Any]:
+    """The manifest of `path` and the reader layout it was built from."""
+    check_leaf_size(leaf_size)
+    if layout is None:
+        layout = read_layout(path, check_crc=True)
+    d = hash_file(path, leaf_size=leaf_size, threads=threads, progress=progress)
+    tensors = _tensor_entries(path, d.nbytes, list(layout.tensors), leaf_size, threads, progress)
+    segments = [SegmentEntry(s.offset, s.length, s.kind, s.name) for s in layout.segments]
+    if not segments and d.nbytes:
+        segments = [SegmentEntry(0, d.nbytes, "other", None)]
+    manifest = FileManifest(
+        file_size=d.nbytes,
+        leaf_size=leaf_size,
+        file_digest=d.value,
+        leaf_bytes=d.leaf_bytes,
+        format=layout.format,
+        name=os.path.basename(path),
+        unsafe=sorted(set(layout.unsafe_globals)),
+        tensors=tensors,
+        segments=segments,
+    )
+    return manifest, layout
+
+
+def protect_file(
+    path: str | os.PathLike[str],
+    *,
+    leaf_size: int = DEFAULT_LEAF_SIZE,
+    threads: int = 0,
+    progress: bool = False,
+    force: bool = False,
+    sidecar: str | None = None,
+    layout: Any = None,
+) -> ProtectResult:
+    """Writes the sidecar of one file. A file whose reader reports structural damage (bad CRC,
+    truncation, ...) is not sealed unless `force`: a sidecar would certify the damage."""
+    fspath = os.fspath(path)
+    if os.path.isdir(fspath):
+        raise InputError(fspath, None, "expected a file, found a directory (use protect_dir)")
+    if not os.path.exists(fspath):
+        raise InputError(fspath, None, "expected a file to protect, but it does not exist")
+    if fspath.endswith(SIDECAR_SUFFIX) and sidecar is None:
+        raise InputError(fspath, None, "expected a checkpoint, found a fastckpt sidecar (it protects itself)")
+    if layout is None:
+        layout = read_layout(fspath, check_crc=True)
+    problems = [_problem_json(p) for p in layout.problems if p.kind != "unsafe-pickle"]
+    spath = sidecar or sidecar_path_for(fspath)
+    if problems and not force:
+        return ProtectResult(
+            fspath,
+            None,
+            layout.size,
+            layout.format,
+            0,
+            leaf_size,
+            len(layout.tensors),
+            len(layout.segments),
+            sorted(set(layout.unsafe_globals)),
+            problems,
+            written=False,
+        )
+    manifest, _ = build_manifest(
+        fspath, leaf_size=leaf_size, threads=threads, progress=progress, layout=layout
+    )
+    write_sidecar(spath, manifest)
+    return ProtectResult(
+        fspath,
+        spath,
+        manifest.file_size,
+        manifest.format,
+        manifest.file_digest,
+        leaf_size,
+        len(manifest.tensors),
+        len(manifest.segments),
+        manifest.unsafe,
+        problems,
+    )
+
+
+# Folder problems that do not make the folder's contents suspect.
+_NOT_BLOCKING = ("extra-file", "unsafe-pickle")
+
+
+@dataclass
+class ProtectDirResult:
+    path: str
+    manifest: str | None
+    format: str
+    files: list[ProtectResult]
+    problems: list[dict[str, Any]]
+
+    @property
+    def written(self) -> bool:
+        return self.manifest is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.written
+            and not self.problems
+            and all(f.written and not f.problems for f in self.files),
+            "path": self.path,
+            "manifest": self.manifest,
+            "format": self.format,
+            "written": self.written,
+            "size": sum(f.size for f in self.files),
+            "unsafe": sorted({g for f in self.files for g in f.unsafe}),
+            "problems": self.problems,
+            "files": [f.to_json() for f in self.files],
+        }
+
+
+def protect_dir(
+    path: str | os.PathLike[str],
+    *,
+    leaf_size: int = DEFAULT_LEAF_SIZE,
+    threads: int = 0,
+    progress: bool = False,
+    force: bool = False,
+) -> ProtectDirResult:
+    """Protects every regular file under `path` (sidecar beside each) and writes
+    `path/.fastckpt-dir`. Structural problems of the folder (missing shards, short shards) or of
+    any file stop the directory manifest from being written unless `force`."""
+    root = os.fspath(path)
+    if not os.path.isdir(root):
+        raise InputError(root, None, "expected a directory")
+    dir_layout = read_dir_layout(root)
+    fmt = dir_layout.format if dir_layout is not None else "directory"
+    problems = [
+        _problem_json(p)
+        for p in (dir_layout.problems if dir_layout is not None else [])
+        if p.kind not in _NOT_BLOCKING
+    ]
+    rels = list(walk_files(root))
+    if not rels:
+        raise InputError(root, None, "expected a folder with files to protect, found none")
+    results = []
+    for rel in rels:
+        full = os.path.join(root, rel)
+        folder_fmt = folder_file_format(fmt, rel)
+        layout = OpaqueLayout(full, os.path.getsize(full), folder_fmt) if folder_fmt else None
+        results.append(
+            protect_file(
+                full, leaf_size=leaf_size, threads=threads, progress=progress, force=force, layout=layout
+            )
+        )
+    blocked = bool(problems) or any(not r.written for r in results)
+    if blocked and not force:
+        return ProtectDirResult(root, None, fmt, results, problems)
+    entries = [DirEntry(rel, r.size, r.digest) for rel, r in zip(rels, results, strict=True) if r.written]
+    mpath = os.path.join(root, DIR_MANIFEST_NAME)
+    write_sidecar(mpath, DirManifest(fmt, leaf_size, entries))
+    return ProtectDirResult(root, mpath, fmt, results, problems)
