@@ -216,7 +216,10 @@ def load_dcp(dirpath: str, *, only_optimizer: bool = False) -> Loaded:
             f"not loaded: {problems[0].kind}: {problems[0].message}; `fastckpt verify` shows every problem",
         )
     planner = _planner_data(dirpath)
-    path_of = (lambda fqn: planner.get(fqn, (fqn,))) if planner else (lambda fqn: (fqn,))
+
+    def path_of(fqn: str) -> tuple[Any, ...]:
+        return planner.get(fqn, (fqn,)) if planner else (fqn,)
+
     fqns = list(dict.fromkeys(it.fqn for it in md.items))
     if only_optimizer:
         roots = optimizer_roots([path_of(f) for f in fqns])

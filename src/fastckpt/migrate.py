@@ -17,6 +17,7 @@ It works on loaded objects and never imports torch itself (digests of torch tens
 from __future__ import annotations
 
 import difflib
+import functools
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ def default_digester(values: Mapping[str, Any], leaf_size: int | None = None) ->
 
     def digest(key: str) -> int | None:
         if key not in cache:
-            v = values.get(key)
+            v: Any = values.get(key)
             cache[key] = (
                 hash_tensor(v, leaf_size=size).value
                 if type(v).__module__.startswith("torch") and _is_tensor(v)
@@ -193,10 +194,12 @@ class Inference:
     unmatched_reference: list[str]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _numbers(key: str) -> tuple[str, ...]:
     return tuple(p for p in canonical_key(key).split(".") if p.isdigit())
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _words(key: str) -> str:
     return ".".join(p for p in canonical_key(key).split(".") if not p.isdigit())
 
@@ -222,21 +225,20 @@ def _pair_similar(srcs: list[str], refs: list[str]) -> list[tuple[str, str]]:
             score_cache[s, r] = difflib.SequenceMatcher(None, _words(s), _words(r), autojunk=False).ratio()
         return score_cache[s, r]
 
-    def best(x: str, options: list[str], sc: Callable[[str], float]) -> str | None:
-        ranked = sorted(((sc(o), o) for o in options), reverse=True)
-        if not ranked or (len(ranked) > 1 and ranked[0][0] == ranked[1][0]):
+    def pick(scored: list[tuple[float, str]]) -> str | None:
+        scored.sort(reverse=True)
+        if not scored or (len(scored) > 1 and scored[0][0] == scored[1][0]):
             return None
-        return ranked[0][1]
+        return scored[0][1]
 
     progress = True
     while progress and srcs and refs:
         progress = False
         for s in list(srcs):
-            cands = [r for r in refs if _compatible(s, r)]
-            r = best(s, cands, lambda o, s=s: score(s, o))
+            r = pick([(score(s, o), o) for o in refs if _compatible(s, o)])
             if r is None:
                 continue
-            back = best(r, [x for x in srcs if _compatible(x, r)], lambda o, r=r: score(o, r))
+            back = pick([(score(x, r), x) for x in srcs if _compatible(x, r)])
             if back == s:
                 pairs.append((s, r))
                 srcs.remove(s)
@@ -727,7 +729,7 @@ def _set_at(obj: Any, path: tuple[Any, ...], value: Any) -> Any:
         new_list = list(obj)
         new_list[head] = _set_at(obj[head], rest, value)
         return new_list
-    new = type(obj)(obj) if isinstance(obj, (dict, OrderedDict)) else dict(obj)
+    new: Any = type(obj)(obj) if isinstance(obj, (dict, OrderedDict)) else dict(obj)
     new[head] = _set_at(obj[head], rest, value)
     if hasattr(obj, "_metadata"):
         new._metadata = obj._metadata
