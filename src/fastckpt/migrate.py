@@ -337,6 +337,7 @@ def infer_mapping(
                 cands = [r for r in rr if r in r_rem and _last(r) == _last(s)]
                 if cands:
                     ambiguous[s] = cands
+    ambiguous = {s: ambiguous[s] for s in source if s in ambiguous}  # in source order
     return Inference(
         matches,
         ambiguous,

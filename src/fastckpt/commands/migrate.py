@@ -343,7 +343,14 @@ def run(args: argparse.Namespace) -> int:
             info = save_safetensors(new_obj, dst, metadata=meta)
         else:
             info = save(new_obj, dst)
-        result.update(written=True, sidecar=info.sidecar, size=info.size, digest=info.digest)
+        from ..sidecar import sidecar_path_for
+
+        result.update(
+            written=True,
+            sidecar=sidecar_path_for(dst) if info.sidecar else None,
+            size=info.size,
+            digest=info.digest,
+        )
     result["ok"] = True
     if args.json:
         print_json(result)
@@ -366,15 +373,15 @@ def _print_text(r: dict[str, Any], model_key: str | None) -> None:
         if o["keyed_by"] == "index":
             extra = f"; {o['param_names']} param_names renamed" if o["param_names"] else ""
             print(
-                f"optimizer {o['path']}: state indexed by parameter position, kept as is{extra} "
+                f"optimizer state {o['path']!r}: indexed by parameter position, kept as is{extra} "
                 "(valid while the model registers its parameters in the same order)"
             )
         else:
             print(
-                f"optimizer {o['path']}: state keyed by parameter name: {o['renamed']} names renamed, "
+                f"optimizer state {o['path']!r}: keyed by parameter name: {o['renamed']} names renamed, "
                 f"{o['param_names']} param_names renamed"
             )
     if r["written"]:
-        print(f"wrote {r['destination']} ({r['size']} bytes, {r['format']}; sidecar {r['sidecar']})")
+        print(f"wrote {r['destination']} ({r['size']} bytes, {r['format']}) and its sidecar {r['sidecar']}")
     else:
         print("dry run: nothing written")
