@@ -711,3 +711,14 @@ def test_ambiguous_error_type() -> None:
             reference={"x.w": torch.zeros(2), "y.w": torch.zeros(2)},
         )
     assert e.value.ambiguous == {"a.w": ["x.w", "y.w"], "b.w": ["x.w", "y.w"]}
+
+
+def test_map_from_a_wrapped_reference_adds_the_wrappers() -> None:
+    torch.manual_seed(0)
+    src = Old().state_dict()
+    torch.manual_seed(1)
+    ref = {f"_orig_mod.module.{k}": v for k, v in Old().state_dict().items()}  # compiled DDP model
+    plan = plan_migration(src, reference=ref)
+    assert plan.mapping == {k: f"_orig_mod.module.{k}" for k in src}
+    assert {m.how for m in plan.moves} <= {"name", "digest"}
+    assert {m.how for m in plan.moves if "norm" not in m.old} == {"name"}
