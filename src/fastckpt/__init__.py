@@ -17,14 +17,18 @@ from .digest import (
     hash_state_dict,
     hash_tensor,
 )
-from .errors import FastckptError, InputError, UsageError
+from .errors import CorruptCheckpointError, FastckptError, InputError, UsageError
 from .optimizer_check import OptimizerReport, check_optimizer_state
+
+# Importing .save binds the name `save` to the function (not the submodule); save.py imports no torch.
+from .save import load, save, save_safetensors
 from .tensordiff import TensorDiff, compare_buffers, compare_many, compare_tensors
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LEAF_SIZE",
+    "CorruptCheckpointError",
     "DiffReport",
     "Digest",
     "FastckptError",
@@ -44,4 +48,16 @@ __all__ = [
     "hash_file",
     "hash_state_dict",
     "hash_tensor",
+    "load",
+    "save",
+    "save_safetensors",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `fastckpt.dcp` subclasses torch's classes, so it is imported on first use only.
+    if name == "dcp":
+        import importlib
+
+        return importlib.import_module(".dcp", __name__)
+    raise AttributeError(f"module 'fastckpt' has no attribute {name!r}")

@@ -21,3 +21,18 @@ class InputError(FastckptError, ValueError):
 
 class UsageError(FastckptError, ValueError):
     """An argument is invalid (exit code 2)."""
+
+
+class CorruptCheckpointError(FastckptError, RuntimeError):
+    """A checkpoint failed verification (raised by `fastckpt.load`, `fastckpt.save`'s checks and the
+    DCP reader). `damaged` lists what is hit: tensor keys (dotted paths), DCP item keys, or, for
+    damage outside tensor data, a description in angle brackets such as `<pickle archive/data.pkl>`.
+    `report` is the verify report (the `fastckpt verify --json` object) when there is one."""
+
+    def __init__(
+        self, path: str, damaged: list[str], message: str, report: dict[str, object] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.damaged = list(damaged)
+        self.report = report

@@ -1,0 +1,531 @@
+"""Protected writing: hash bytes while they are written, then seal the file atomically with its sidecar.
+
+This module owns the machinery behind `fastckpt.save`, `fastckpt.save_safetensors` and the DCP
+writer:
+
+- `LeafHasher` turns a stream of writes into digest-v1 leaf digests (docs/FORMAT.md 1.2) without a
+  second read: full leaves are hashed natively straight from the caller's buffer as they pass, and
+  only a partial leaf is ever copied. It also keeps, for each large write, the leaf digests of that
+  write on its own, which is exactly what a tensor digest needs when torch writes a storage in one call.
+- `HashingFile` is the file object handed to torch.save / the DCP writer.
+- `build_manifest` makes the sidecar manifest `fastckpt protect` would make for the same bytes,
+  from the streamed digests plus the format reader's layout (no second pass over tensor data).
+- `TempFile` / `commit` implement the atomic protocol: a recognisable temp name in the destination
+  folder, fsync of the file, removal of the stale sidecar, rename, fsync of the folder, then the new
+  sidecar written atomically. At every instant the final path holds the old complete file or the new
+  complete one, and the sidecar beside it (if any) describes exactly that file.
+
+No torch import here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+import re
+import secrets
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _native
+from .digest import DEFAULT_LEAF_SIZE, check_leaf_size, digest_from_leaves
+from .errors import InputError
+from .sidecar import (
+    TENSOR_RAW_RANGE,
+    FileManifest,
+    Section,
+    SegmentEntry,
+    TensorEntry,
+    encode_sidecar,
+    sidecar_path_for,
+)
+
+# Writes at least this large get their own (write-relative) leaf digests: a tensor's bytes reach
+# write() in one call, so a tensor digest is then free. Smaller writes are headers and tiny tensors,
+# whose digests are taken from the (hot) file afterwards.
+CHUNK_MIN = 64
+# Small writes are gathered before they reach the kernel; large ones go straight from the caller's memory.
+_SMALL_WRITE = 1 << 16
+_BUFFER_LIMIT = 1 << 20
+# Linux writes at most 0x7ffff000 bytes per call.
+_MAX_WRITE = 0x7FFFF000
+
+TEMP_MARK = ".fastckpt.tmp-"
+_HOST = f"{_native.xxh3_64(socket.gethostname().encode()) & 0xFFFFFFFF:08x}"
+_TEMP_RE = re.compile(r"^\.(?P<base>.+)\.fastckpt\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}")
+
+
+class LeafHasher:
+    """Incremental leaf digests of a byte stream (identical to hashing the finished file)."""
+
+    def __init__(self, leaf_size: int = DEFAULT_LEAF_SIZE, threads: int = 0, chunk_min: int = CHUNK_MIN) -> None:
+        self.leaf_size = check_leaf_size(leaf_size)
+        self.threads = threads
+        self.chunk_min = chunk_min
+        self.pos = 0
+        self._pending = bytearray()
+        self._parts: list[bytes] = []
+        # write offset -> (length, write-relative leaf digests)
+        self.chunks: dict[int, tuple[int, bytes]] = {}
+        self._leaf_bytes: bytes | None = None
+
+    def _leaves(self, buf: Any) -> bytes:
+        return _native.leaf_digests(buf, self.leaf_size, self.threads)
+
+    def update(self, data: Any) -> int:
+        if self._leaf_bytes is not None:
+            raise ValueError("LeafHasher.update() after finish()")
+        mv = data if isinstance(data, memoryview) and data.format == "B" and data.ndim == 1 else memoryview(data).cast("B")
+        n = mv.nbytes
+        if n == 0:
+            return 0
+        L = self.leaf_size
+        start = self.pos
+        i = 0
+        if self._pending:
+            take = min(L - len(self._pending), n)
+            self._pending += mv[:take]
+            i = take
+            if len(self._pending) == L:
+                self._parts.append(self._leaves(self._pending))
+                self._pending.clear()
+        full = (n - i) // L * L
+        head = b""
+        if full:
+            head = self._leaves(mv[i : i + full])
+            self._parts.append(head)
+        if i + full < n:
+            self._pending += mv[i + full :]
+        if n >= self.chunk_min:
+            if i == 0:
+                # Leaf-aligned write: its full leaves are the file's; only its short tail differs.
+                tail = mv[full:]
+                self.chunks[start] = (n, head + (self._leaves(tail) if tail.nbytes else b""))
+            else:
+                self.chunks[start] = (n, self._leaves(mv))
+        self.pos += n
+        return n
+
+    def finish(self) -> bytes:
+        """All leaf digests (packed little-endian u64). Idempotent."""
+        if self._leaf_bytes is None:
+            if self._pending:
+                self._parts.append(self._leaves(self._pending))
+                self._pending.clear()
+            self._leaf_bytes = b"".join(self._parts)
+            self._parts = []
+        return self._leaf_bytes
+
+    def file_digest(self) -> int:
+        return digest_from_leaves(self.finish(), self.leaf_size, self.pos).value
+
+
+class HashingFile:
+    """A write-only binary file that hashes every byte it writes (see LeafHasher).
+
+    torch.save only needs write() and flush(). `expose_fileno=False` (for torch.save) hides the
+    descriptor: torch's legacy format would otherwise write storages to it directly, past the hash.
+    The DCP writer needs tell() and fileno() (for its fsync).
+    """
+
+    def __init__(self, fd: int, hasher: LeafHasher, *, expose_fileno: bool = False, name: str = "") -> None:
+        self._fd = fd
+        self.hasher = hasher
+        self._buf = bytearray()
+        self._expose_fileno = expose_fileno
+        self.name = name
+        self.closed = False
+
+    # -- io protocol ------------------------------------------------------------------------
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.hasher.pos
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError("write to a closed file")
+        mv = memoryview(data)
+        if mv.format != "B" or mv.ndim != 1:
+            mv = mv.cast("B")
+        n = mv.nbytes
+        self.hasher.update(mv)
+        if n < _SMALL_WRITE:
+            self._buf += mv
+            if len(self._buf) >= _BUFFER_LIMIT:
+                self._drain()
+        else:
+            self._drain()
+            _write_all(self._fd, mv)
+        return n
+
+    def flush(self) -> None:
+        self._drain()
+
+    def fileno(self) -> int:
+        if not self._expose_fileno:
+            raise AttributeError("fileno")
+        self._drain()
+        return self._fd
+
+    def close(self) -> None:
+        if not self.closed:
+            self._drain()
+            self.closed = True
+
+    def __enter__(self) -> HashingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _drain(self) -> None:
+        if self._buf:
+            _write_all(self._fd, memoryview(self._buf))
+            self._buf.clear()
+
+
+def _write_all(fd: int, mv: memoryview) -> None:
+    done, n = 0, mv.nbytes
+    while done < n:
+        done += os.write(fd, mv[done : done + _MAX_WRITE])
+
+
+# ---------------------------------------------------------------------------------------------
+# Temp files and the atomic commit
+# ---------------------------------------------------------------------------------------------
+
+
+def temp_name_for(path: str) -> str:
+    """`.{name}.fastckpt.tmp-{host}-{pid}-{random}{ext}` beside `path`.
+
+    Hidden, tagged with `.fastckpt.tmp-` (so `latest`, `protect` and `verify` skip it) and ending in
+    the final extension (so format sniffing of the temp file sees what the final file will be)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    ext = os.path.splitext(base)[1]
+    return os.path.join(folder, f".{base}{TEMP_MARK}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{ext}")
+
+
+def is_temp_name(name: str) -> bool:
+    """True for fastckpt's temporary files (ours, the sidecar writer's) and torch's `.metadata.tmp`."""
+    base = os.path.basename(name)
+    return (base.startswith(".") and (TEMP_MARK in base or ".tmp-" in base)) or base.endswith(".metadata.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(path: str) -> list[str]:
+    """Removes temp files left beside `path` by fastckpt saves on this host whose process is gone.
+
+    Temps of live processes and of other hosts (a shared file system) are left alone."""
+    folder, base = os.path.split(os.path.abspath(path))
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TEMP_RE.match(name)
+        if not m or m["base"] != base or m["host"] != _HOST:
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder, name))
+            removed.append(name)
+    return removed
+
+
+def fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class TempFile:
+    """An exclusive temp file beside the destination; removed on close unless committed."""
+
+    def __init__(self, final: str) -> None:
+        self.final = os.path.abspath(final)
+        self.folder = os.path.dirname(self.final)
+        if os.path.isdir(self.final):
+            raise InputError(self.final, None, "a file path to save to, found a directory")
+        if not os.path.isdir(self.folder):
+            raise InputError(self.final, None, f"an existing folder to save into ({self.folder} does not exist)")
+        remove_stale_temps(self.final)
+        self.path = temp_name_for(self.final)
+        self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self.done = False
+
+    def close_fd(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def discard(self) -> None:
+        self.close_fd()
+        if not self.done:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    def __enter__(self) -> TempFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+def _atomic_bytes(path: str, data: bytes, *, fsync: bool) -> None:
+    tmp = temp_name_for(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            _write_all(fd, memoryview(data))
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def commit(tmp: TempFile, sidecar_bytes: bytes | None, *, fsync: bool = True) -> None:
+    """Moves a finished temp file to its final path together with its sidecar.
+
+    Order (each step durable before the next when `fsync`): the old sidecar is removed, the data is
+    renamed over the final path, the new sidecar is written atomically. A crash at any point leaves
+    old-data + old-sidecar, old-data + no sidecar, new-data + no sidecar, or new-data + new-sidecar:
+    never a partial file and never a sidecar that describes the other version.
+    """
+    if tmp.fd is not None:
+        if fsync:
+            os.fsync(tmp.fd)
+        tmp.close_fd()
+    with contextlib.suppress(OSError):
+        mode = os.stat(tmp.final).st_mode & 0o7777
+        os.chmod(tmp.path, mode)
+    spath = sidecar_path_for(tmp.final)
+    try:
+        os.unlink(spath)
+        if fsync:
+            fsync_dir(tmp.folder)
+    except FileNotFoundError:
+        pass
+    os.replace(tmp.path, tmp.final)
+    tmp.done = True
+    if fsync:
+        fsync_dir(tmp.folder)
+    if sidecar_bytes is not None:
+        _atomic_bytes(spath, sidecar_bytes, fsync=fsync)
+
+
+def write_sidecar_file(path: str, manifest: FileManifest, bulk: bytes = b"", *, fsync: bool = True) -> None:
+    """Writes `path`'s sidecar atomically (honouring `fsync`, unlike sidecar.write_sidecar)."""
+    _atomic_bytes(sidecar_path_for(path), encode_sidecar(manifest, bulk=bulk), fsync=fsync)
+
+
+def drop_cache(fd: int) -> None:
+    """Asks the kernel to forget the (already fsynced, hence clean) cached pages of a file, so
+    that a read-back really reads the storage device."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifests from streamed digests
+# ---------------------------------------------------------------------------------------------
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+@dataclass
+class _FileBytes:
+    """Lazy read-only mmap of a finished file, for the few ranges that were not hashed in flight."""
+
+    path: str
+    size: int
+    _mm: mmap.mmap | None = None
+    _view: memoryview | None = None
+    reads: int = 0
+
+    def view(self) -> memoryview:
+        if self._view is None:
+            if self.size == 0:
+                self._view = memoryview(b"")
+            else:
+                with open(self.path, "rb") as f:
+                    self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self._view = memoryview(self._mm)
+        return self._view
+
+    def close(self) -> None:
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+
+def tensor_entries(
+    path: str, hasher: LeafHasher, spans: list[Any], *, threads: int = 0
+) -> tuple[list[TensorEntry], int]:
+    """TENSORS entries (as `fastckpt protect` computes them) for the tensor spans of a file that was
+    written through `hasher`. Returns (entries, bytes re-read from the file)."""
+    L = hasher.leaf_size
+    size = hasher.pos
+    fb = _FileBytes(path, size)
+    out: list[TensorEntry] = []
+    reread = 0
+    try:
+        for t in spans:
+            if t.offset < 0 or t.nbytes < 0 or t.offset + t.nbytes > size:
+                raise InputError(
+                    path, t.offset, f"tensor {t.key} to lie inside the {size}-byte file ({t.nbytes} bytes)"
+                )
+            shape = tuple(int(d) for d in t.shape)
+            dense = _prod(shape) * t.itemsize == t.nbytes
+            chunk = hasher.chunks.get(t.offset)
+            if chunk is not None and chunk[0] >= t.nbytes:
+                full = t.nbytes // L
+                leaves = chunk[1][: 8 * full]
+                if t.nbytes % L:
+                    if chunk[0] == t.nbytes:
+                        leaves = chunk[1]
+                    else:
+                        with fb.view()[t.offset + full * L : t.offset + t.nbytes] as tail:
+                            reread += tail.nbytes
+                            leaves += _native.leaf_digests(tail, L, threads)
+            else:
+                with fb.view()[t.offset : t.offset + t.nbytes] as region:
+                    reread += region.nbytes
+                    leaves = _native.leaf_digests(region, L, threads)
+            if dense:
+                d = digest_from_leaves(leaves, L, t.nbytes, t.dtype, shape)
+            else:
+                d = digest_from_leaves(leaves, L, t.nbytes)
+            out.append(
+                TensorEntry(
+                    t.key, t.dtype, shape, t.offset, t.nbytes, t.itemsize, t.storage, d.value,
+                    0 if dense else TENSOR_RAW_RANGE,
+                )
+            )  # fmt: skip
+    finally:
+        fb.close()
+    return out, reread
+
+
+@dataclass
+class SealedManifest:
+    manifest: FileManifest
+    layout: Any
+    reread_bytes: int = 0
+    parity: Any = None  # ParityParams when parity was computed
+    bulk: bytes = field(default=b"", repr=False)
+
+
+def build_manifest(
+    path: str, final_name: str, hasher: LeafHasher, *, layout: Any = None, threads: int = 0
+) -> SealedManifest:
+    """The manifest `fastckpt protect` would write for the finished file at `path` (to be renamed to
+    `final_name`), from the digests `hasher` computed while it was written."""
+    from ._layout import read_layout
+
+    leaf_bytes = hasher.finish()
+    size = hasher.pos
+    actual = os.path.getsize(path)
+    if actual != size:
+        raise InputError(path, actual, f"{size} bytes as written through the hashing writer (the file changed)")
+    if layout is None:
+        layout = read_layout(path, check_crc=False)
+    tensors, reread = tensor_entries(path, hasher, list(layout.tensors), threads=threads)
+    segments = [SegmentEntry(s.offset, s.length, s.kind, s.name) for s in layout.segments]
+    if not segments and size:
+        segments = [SegmentEntry(0, size, "other", None)]
+    manifest = FileManifest(
+        file_size=size,
+        leaf_size=hasher.leaf_size,
+        file_digest=digest_from_leaves(leaf_bytes, hasher.leaf_size, size).value,
+        leaf_bytes=leaf_bytes,
+        format=layout.format,
+        name=os.path.basename(final_name),
+        unsafe=sorted(set(layout.unsafe_globals)),
+        tensors=tensors,
+        segments=segments,
+    )
+    return SealedManifest(manifest, layout, reread)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity (seam to the parity engine and the sidecar's parity encoding)
+# ---------------------------------------------------------------------------------------------
+
+# Until the sidecar format defines its PARITY section (FORMAT.md 2.6, owned by the repair work),
+# save stores parity in a private-use section (FORMAT.md 2.3: types >= 0x80000000) that v1 readers
+# skip. `fastckpt repair` does not read it yet; replacing `parity_parts` is the whole migration.
+SEC_PARITY_STANDIN = 0x80000005
+
+
+def default_redundancy() -> float:
+    """The redundancy `fastckpt protect` applies by default: 0 (no parity) while protect writes none."""
+    try:
+        from . import protect
+    except ImportError:  # pragma: no cover
+        return 0.0
+    return float(getattr(protect, "DEFAULT_REDUNDANCY", 0.0) or 0.0)
+
+
+def parity_parts(path: str, size: int, leaf_size: int, redundancy: float, *, threads: int = 0) -> tuple[Any, list[Section], bytes]:
+    """(ParityParams, extra sidecar sections, bulk bytes) holding Reed-Solomon parity of the file at
+    `path`, encoded from its (hot) page-cache copy."""
+    import json
+
+    from .parity import ParityParams, encode_file_parity, n_leaves_of
+
+    params = ParityParams.from_redundancy(redundancy, n_leaves_of(size, leaf_size))
+    if size == 0:
+        parity = b""
+    else:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            with contextlib.suppress(AttributeError, OSError):
+                mm.madvise(mmap.MADV_SEQUENTIAL)
+            parity = encode_file_parity(mm, leaf_size, params, threads=threads)
+    record = dict(params.to_dict(), leaf_size=leaf_size, bulk_offset=0, bulk_length=len(parity),
+                  parity_leaf_digests=_native.leaf_digests(parity, leaf_size, threads).hex())  # fmt: skip
+    section = Section(SEC_PARITY_STANDIN, 0, json.dumps(record, sort_keys=True).encode())
+    return params, [section], parity
+
+
+def is_enospc(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno == errno.ENOSPC
