@@ -26,6 +26,8 @@
 #include "cpu/diff.hpp"
 #include "cpu/gf256.hpp"  // Reed-Solomon parity
 #include "cpu/mapped_file.hpp"
+#include "cpu/sum_squares.hpp"
+#include "cpu/sumsq.hpp"
 #include "cuda/backend.hpp"
 
 namespace py = pybind11;
@@ -267,6 +269,32 @@ PYBIND11_MODULE(_native, m) {
       "Like diff_buffers, for host memory given as two addresses and one byte length (raw-pointer "
       "contract at the top of this file: the caller keeps both ranges alive and unmodified).");
 
+  // Sum of squares of a float buffer (diff issue): ||A|| for the relative change ||B-A||/||A||.
+  m.def(
+      "sum_squares",
+      [](const py::object& data, const std::string& dtype, int threads) {
+        if (cpu::sum_squares_itemsize(dtype) == 0) {
+          throw py::value_error("sum_squares: unsupported dtype " + dtype +
+                                " (use float64, float32, float16, bfloat16, float8_e4m3fn or float8_e5m2)");
+        }
+        BufferView buf(data);
+        cpu::SumSquares r;
+        try {
+          if (buf.size() >= kGilReleaseBytes) {
+            py::gil_scoped_release release;
+            r = cpu::sum_squares(buf.data(), buf.size(), dtype, threads);
+          } else {
+            r = cpu::sum_squares(buf.data(), buf.size(), dtype, threads);
+          }
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+        return py::make_tuple(r.sum_sq, r.non_finite);
+      },
+      py::arg("data"), py::arg("dtype"), py::arg("threads") = 0,
+      "(sum of x*x over the finite elements in float64, count of NaN/Inf elements) of a C-contiguous "
+      "buffer of float elements; the summation order is unspecified.");
+
   // ---- zip CRC-32 (formats / verify issue) ----
   // zlib-compatible CRC-32 (polynomial 0xEDB88320). `isa` picks an implementation for tests and
   // benchmarks ("" = the fastest usable one); results never depend on it or on `threads`.
@@ -354,6 +382,55 @@ PYBIND11_MODULE(_native, m) {
     m.def("crc32_isas", &cpu::crc32_isas, "CRC-32 implementations usable here, slowest first.");
     m.def("crc32_default_isa", &cpu::crc32_default_isa, "The CRC-32 implementation used by default.");
   }
+
+  // ---- run report (report issue) ----
+  m.def(
+      "sumsq_dtypes", []() {
+        py::list out;
+        for (const auto& d : cpu::sumsq_dtypes()) out.append(d.name);
+        return out;
+      },
+      "dtype names sumsq_sequence accepts.");
+
+  m.def(
+      "sumsq_sequence",
+      [](const py::list& buffers, const std::string& dtype, int threads) {
+        const cpu::SumsqDType* dt;
+        try {
+          dt = &cpu::sumsq_dtype(dtype);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+        const size_t k = buffers.size();
+        if (k == 0) throw py::value_error("sumsq_sequence needs at least one buffer");
+        if (buffers[0].is_none()) throw py::value_error("sumsq_sequence: the first buffer must not be None");
+        std::vector<std::unique_ptr<BufferView>> views(k);
+        std::vector<const uint8_t*> ptrs(k, nullptr);
+        size_t nbytes = 0;
+        for (size_t j = 0; j < k; ++j) {
+          if (buffers[j].is_none()) continue;
+          views[j] = std::make_unique<BufferView>(buffers[j]);
+          if (j == 0) nbytes = views[j]->size();
+          if (views[j]->size() != nbytes)
+            throw py::value_error("sumsq_sequence: buffers differ in length (" + std::to_string(nbytes) + " and " +
+                                  std::to_string(views[j]->size()) + " bytes)");
+          // A zero-length buffer may have a null pointer; any non-null placeholder works (nothing is read).
+          ptrs[j] = views[j]->data() ? views[j]->data() : reinterpret_cast<const uint8_t*>(&nbytes);
+        }
+        if (nbytes % dt->size != 0)
+          throw py::value_error("sumsq_sequence: " + std::to_string(nbytes) + " bytes is not a whole number of " +
+                                dtype + " elements (" + std::to_string(dt->size) + " bytes each)");
+        std::vector<double> sq(k, 0.0), sq_diff(k > 0 ? k - 1 : 0, 0.0);
+        {
+          py::gil_scoped_release release;
+          cpu::sumsq_sequence(ptrs.data(), k, nbytes, *dt, sq.data(), sq_diff.data(), threads);
+        }
+        return py::make_tuple(sq, sq_diff);
+      },
+      py::arg("buffers"), py::arg("dtype"), py::arg("threads") = 0,
+      "Sums of squares of one tensor across consecutive checkpoints: buffers[j] holds its bytes in\n"
+      "checkpoint j, or None when identical to buffers[j-1]. Returns (sum(X_j^2) for every j,\n"
+      "sum((X_j - X_{j-1})^2) for j >= 1) with the fixed reduction order of csrc/cpu/sumsq.hpp.");
 
   // ---- Reed-Solomon parity (repair issue) ----
   // The engine of docs/FORMAT.md "Parity (Reed-Solomon)"; fastckpt.parity is its public API. Parity and

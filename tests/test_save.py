@@ -479,28 +479,41 @@ def test_verify_read_back_passes(tmp_path) -> None:
 
 
 def test_parity_in_sidecar(tmp_path) -> None:
-    import json
-
-    from fastckpt._writer import SEC_PARITY_STANDIN
     from fastckpt.parity import ParityParams, encode_file_parity, n_leaves_of
+    from fastckpt.sidecar_parity import load_parity, parity_section_of
 
     path = tmp_path / "m.pt"
     info = fastckpt.save(_sample_state(), path, redundancy=5)
-    sc = read_sidecar(str(path) + ".fastckpt")
+    spath = str(path) + ".fastckpt"
+    sc = read_sidecar(spath)
     params = ParityParams.from_redundancy(5, n_leaves_of(info.size, info.leaf_size))
     expected = encode_file_parity(path.read_bytes(), info.leaf_size, params)
     assert info.parity_bytes == len(expected) == params.parity_nbytes(info.leaf_size)
-    (sec,) = [s for s in sc.manifest.extra if s.type == SEC_PARITY_STANDIN]
-    record = json.loads(sec.payload)
-    assert (record["k"], record["m"], record["groups"]) == (params.k, params.m, params.groups)
-    raw = (tmp_path / "m.pt.fastckpt").read_bytes()
-    assert raw[sc.bulk_offset : sc.bulk_offset + len(expected)] == expected
-    assert record["parity_leaf_digests"] == _native.leaf_digests(expected, info.leaf_size).hex()
-    # verify still passes (v1 readers skip the section) and the rest equals protect's sidecar.
+    sec = parity_section_of(sc.manifest, path=spath)
+    assert sec is not None and (sec.params.k, sec.params.m, sec.params.groups) == (params.k, params.m, params.groups)
+    loaded = load_parity(spath, sc.bulk_offset, sec)
+    try:
+        assert bytes(loaded.data) == expected and loaded.damaged == []
+    finally:
+        loaded.close()
+    # Exactly the sidecar `fastckpt protect --redundancy 5` writes, and verify passes.
+    other = tmp_path / "o"
+    other.mkdir()
+    shutil.copyfile(path, other / "m.pt")
+    protect_file(other / "m.pt", redundancy=5)
+    assert (other / "m.pt.fastckpt").read_bytes() == (tmp_path / "m.pt.fastckpt").read_bytes()
     from fastckpt.verify import verify_file
 
     assert verify_file(path)["ok"]
     fastckpt.load(path)
+
+
+def test_default_redundancy_is_protects(tmp_path) -> None:
+    from fastckpt.protect import DEFAULT_REDUNDANCY
+
+    info = fastckpt.save({"w": torch.randn(100000)}, tmp_path / "m.pt")
+    assert info.redundancy == DEFAULT_REDUNDANCY and (DEFAULT_REDUNDANCY == 0 or info.parity_bytes > 0)
+    assert fastckpt.save({"w": torch.randn(10)}, tmp_path / "n.pt", redundancy=0).parity_bytes == 0
 
 
 # ---------------------------------------------------------------------------------------------

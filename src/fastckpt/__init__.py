@@ -7,6 +7,7 @@ the functions that take tensors, and CUDA is never initialized at import.
 from __future__ import annotations
 
 from ._backend import backends
+from .diff import DiffReport, diff
 from .digest import (
     DEFAULT_LEAF_SIZE,
     Digest,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_LEAF_SIZE",
     "CorruptCheckpointError",
+    "DiffReport",
     "Digest",
     "FastckptError",
     "InputError",
@@ -41,6 +43,7 @@ __all__ = [
     "compare_buffers",
     "compare_many",
     "compare_tensors",
+    "diff",
     "hash_bytes",
     "hash_file",
     "hash_state_dict",

@@ -620,45 +620,30 @@ def build_manifest(
 
 
 # ---------------------------------------------------------------------------------------------
-# Parity (seam to the parity engine and the sidecar's parity encoding)
+# Sidecar bytes, with parity as `fastckpt protect` writes it
 # ---------------------------------------------------------------------------------------------
-
-# Until the sidecar format defines its PARITY section (FORMAT.md 2.6, owned by the repair work),
-# save stores parity in a private-use section (FORMAT.md 2.3: types >= 0x80000000) that v1 readers
-# skip. `fastckpt repair` does not read it yet; replacing `parity_parts` is the whole migration.
-SEC_PARITY_STANDIN = 0x80000005
 
 
 def default_redundancy() -> float:
-    """The redundancy `fastckpt protect` applies by default: 0 (no parity) while protect writes none."""
-    try:
-        from . import protect
-    except ImportError:  # pragma: no cover
-        return 0.0
-    return float(getattr(protect, "DEFAULT_REDUNDANCY", 0.0) or 0.0)
+    """The redundancy `fastckpt protect` applies by default (FORMAT.md 3.7)."""
+    from .protect import DEFAULT_REDUNDANCY
+
+    return float(DEFAULT_REDUNDANCY)
 
 
-def parity_parts(
-    path: str, size: int, leaf_size: int, redundancy: float, *, threads: int = 0
-) -> tuple[Any, list[Section], bytes]:
-    """(ParityParams, extra sidecar sections, bulk bytes) holding Reed-Solomon parity of the file at
-    `path`, encoded from its (hot) page-cache copy."""
-    import json
+def sidecar_bytes(manifest: FileManifest, path: str, redundancy: float, *, threads: int = 0) -> tuple[bytes, int]:
+    """(the sidecar of the finished file at `path`, parity bytes in it): the PARITY section and
+    bulk area of FORMAT.md 2.6 when `redundancy` > 0, encoded from the file's page-cache copy,
+    exactly as `fastckpt protect --redundancy` writes them. Other extra sections are kept."""
+    from .parity import ParityParams, n_leaves_of
+    from .sidecar_parity import sidecar_with_parity
 
-    from .parity import ParityParams, encode_file_parity, n_leaves_of
-
-    params = ParityParams.from_redundancy(redundancy, n_leaves_of(size, leaf_size))
-    if size == 0:
-        parity = b""
-    else:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            with contextlib.suppress(AttributeError, OSError):
-                mm.madvise(mmap.MADV_SEQUENTIAL)
-            parity = encode_file_parity(mm, leaf_size, params, threads=threads)
-    record = dict(params.to_dict(), leaf_size=leaf_size, bulk_offset=0, bulk_length=len(parity),
-                  parity_leaf_digests=_native.leaf_digests(parity, leaf_size, threads).hex())  # fmt: skip
-    section = Section(SEC_PARITY_STANDIN, 0, json.dumps(record, sort_keys=True).encode())
-    return params, [section], parity
+    if redundancy <= 0:
+        return encode_sidecar(manifest), 0
+    data = sidecar_with_parity(manifest, path, redundancy=redundancy, threads=threads)
+    n = n_leaves_of(manifest.file_size, manifest.leaf_size)
+    nbytes = ParityParams.from_redundancy(redundancy, n).parity_nbytes(manifest.leaf_size) if n else 0
+    return data, nbytes
 
 
 def is_enospc(e: BaseException) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from .errors import FastckptError
 
 # Order here is the order in `fastckpt --help`.
-COMMANDS = ["hash", "protect", "verify", "inspect", "latest", "demo"]
+COMMANDS = ["hash", "protect", "verify", "repair", "inspect", "diff", "migrate", "latest", "report", "demo"]
 
 EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
 

@@ -35,9 +35,10 @@ from . import _native
 from ._writer import (
     HashingFile,
     LeafHasher,
+    _atomic_bytes,
     build_manifest,
     default_redundancy,
-    parity_parts,
+    sidecar_bytes,
     write_sidecar_file,
 )
 from .dcp_verify import ITEM_BYTES, ITEM_TENSOR, SEC_ITEMS, ItemDigest, decode_items, encode_items, items_of
@@ -199,8 +200,6 @@ class FileSystemWriter(_tfs.FileSystemWriter):
             entries.append(DirEntry(rel, *self._size_digest(os.path.join(root, rel))))
         entries.sort(key=lambda e: e.path)
         data = encode_sidecar(DirManifest("dcp", self.leaf_size, entries))
-        from ._writer import _atomic_bytes
-
         _atomic_bytes(os.path.join(root, DIR_MANIFEST_NAME), data, fsync=self.sync_files)
 
     # -- internals ---------------------------------------------------------------------------------
@@ -282,13 +281,8 @@ class FileSystemWriter(_tfs.FileSystemWriter):
         sealed = build_manifest(full, full, hasher, layout=layout, threads=self.threads)
         m = sealed.manifest
         m.extra = [Section(SEC_ITEMS, 0, encode_items(items))]
-        bulk = b""
-        if self.redundancy > 0:
-            _, parity_sections, bulk = parity_parts(
-                full, m.file_size, m.leaf_size, self.redundancy, threads=self.threads
-            )
-            m.extra += parity_sections
-        write_sidecar_file(full, m, bulk, fsync=self.sync_files)
+        data, _ = sidecar_bytes(m, full, self.redundancy, threads=self.threads)
+        _atomic_bytes(sidecar_path_for(full), data, fsync=self.sync_files)
 
 
 def _shard_layout(full: str, rel: str, wrs: list[Any], by_index: dict[Any, Any]) -> Any:

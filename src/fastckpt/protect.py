@@ -1,8 +1,9 @@
 """`protect`: builds sidecar manifests (fastckpt.sidecar) for a file or a checkpoint folder.
 
 For a file it records the size, the leaf digests of every byte, a v1 digest per tensor (hashed
-from the file's bytes, no torch needed) and the reader's segment map, then writes `PATH.fastckpt`
-atomically. For a folder it protects every regular file in it (sidecar beside each) and writes
+from the file's bytes, no torch needed), the reader's segment map and, unless the redundancy is 0,
+Reed-Solomon parity (fastckpt.sidecar_parity; leaf digests and parity come from one fused pass over
+the file), then writes `PATH.fastckpt` atomically. For a folder it protects every regular file in it (sidecar beside each) and writes
 `DIR/.fastckpt-dir`, which lists the files and their sizes so missing ones are detected later.
 """
 
@@ -22,7 +23,9 @@ from .digest import (
     digest_from_leaves,
     hash_file,
 )
-from .errors import InputError
+from .errors import InputError, UsageError
+from .parity import DEFAULT_REDUNDANCY as DEFAULT_REDUNDANCY  # the default of `fastckpt protect`
+from .parity import ParityParams
 from .sidecar import (
     DIR_MANIFEST_NAME,
     SIDECAR_SUFFIX,
@@ -50,8 +53,19 @@ class ProtectResult:
     unsafe: list[str] = field(default_factory=list)
     problems: list[dict[str, Any]] = field(default_factory=list)
     written: bool = True
+    redundancy: float = 0.0
+    parity: ParityParams | None = None
 
     def to_json(self) -> dict[str, Any]:
+        parity = None
+        if self.parity is not None:
+            parity = {
+                "k": self.parity.k,
+                "m": self.parity.m,
+                "groups": self.parity.groups,
+                "bytes": self.parity.parity_nbytes(self.leaf_size),
+                "max_burst": min(self.parity.max_burst_leaves * self.leaf_size, self.size),
+            }
         return {
             "ok": self.written and not self.problems,
             "path": self.path,
@@ -65,6 +79,8 @@ class ProtectResult:
             "segments": self.segments,
             "unsafe": self.unsafe,
             "problems": self.problems,
+            "redundancy": self.redundancy,
+            "parity": parity,
         }
 
 
@@ -138,10 +154,36 @@ def build_manifest(
     layout: Any = None,
 ) -> tuple[FileManifest, Any]:
     """The manifest of `path` and the reader layout it was built from."""
+    manifest, layout, _, _ = build_manifest_with_parity(
+        path, leaf_size=leaf_size, threads=threads, progress=progress, layout=layout
+    )
+    return manifest, layout
+
+
+def build_manifest_with_parity(
+    path: str,
+    *,
+    leaf_size: int = DEFAULT_LEAF_SIZE,
+    threads: int = 0,
+    progress: bool = False,
+    layout: Any = None,
+    redundancy: float = 0.0,
+) -> tuple[FileManifest, Any, ParityParams | None, bytes]:
+    """The manifest of `path`, the reader layout it was built from, and (when `redundancy` > 0) the
+    parity parameters and parity bytes, computed in the same pass over the file as the leaf digests."""
     check_leaf_size(leaf_size)
     if layout is None:
         layout = read_layout(path, check_crc=True)
-    d = hash_file(path, leaf_size=leaf_size, threads=threads, progress=progress)
+    params: ParityParams | None = None
+    parity = b""
+    if redundancy > 0:
+        from .parity import protect_file as parity_pass
+
+        pf = parity_pass(path, leaf_size=leaf_size, redundancy=redundancy, threads=threads)
+        params, parity = pf.params, pf.parity
+        d = digest_from_leaves(pf.leaf_bytes, leaf_size, pf.size)
+    else:
+        d = hash_file(path, leaf_size=leaf_size, threads=threads, progress=progress)
     tensors = _tensor_entries(path, d.nbytes, list(layout.tensors), leaf_size, threads, progress)
     segments = [SegmentEntry(s.offset, s.length, s.kind, s.name) for s in layout.segments]
     if not segments and d.nbytes:
@@ -157,7 +199,7 @@ def build_manifest(
         tensors=tensors,
         segments=segments,
     )
-    return manifest, layout
+    return manifest, layout, params, parity
 
 
 def protect_file(
@@ -169,9 +211,25 @@ def protect_file(
     force: bool = False,
     sidecar: str | None = None,
     layout: Any = None,
+    redundancy: float = DEFAULT_REDUNDANCY,
 ) -> ProtectResult:
     """Writes the sidecar of one file. A file whose reader reports structural damage (bad CRC,
-    truncation, ...) is not sealed unless `force`: a sidecar would certify the damage."""
+    truncation, ...) is not sealed unless `force`: a sidecar would certify the damage.
+
+    `redundancy` is the parity in percent of the file (docs/FORMAT.md 3.7; default 5, 0 = none):
+    `fastckpt repair` rebuilds damaged leaves from it."""
+    from .parity import MAX_REDUNDANCY, MIN_REDUNDANCY
+    from .sidecar_parity import write_sidecar_with_parity
+
+    if (
+        isinstance(redundancy, bool)
+        or not isinstance(redundancy, (int, float))
+        or not (redundancy == 0 or MIN_REDUNDANCY <= redundancy <= MAX_REDUNDANCY)
+    ):
+        raise UsageError(
+            f"--redundancy must be 0 (no parity) or a percentage between {MIN_REDUNDANCY} and "
+            f"{MAX_REDUNDANCY}, got {redundancy!r} (default {DEFAULT_REDUNDANCY})"
+        )
     fspath = os.fspath(path)
     if os.path.isdir(fspath):
         raise InputError(fspath, None, "expected a file, found a directory (use protect_dir)")
@@ -197,10 +255,13 @@ def protect_file(
             problems,
             written=False,
         )
-    manifest, _ = build_manifest(
-        fspath, leaf_size=leaf_size, threads=threads, progress=progress, layout=layout
+    manifest, _, params, parity = build_manifest_with_parity(
+        fspath, leaf_size=leaf_size, threads=threads, progress=progress, layout=layout, redundancy=redundancy
     )
-    write_sidecar(spath, manifest)
+    if params is None:
+        write_sidecar(spath, manifest)
+    else:
+        write_sidecar_with_parity(spath, manifest, parity=parity, params=params, threads=threads)
     return ProtectResult(
         fspath,
         spath,
@@ -212,6 +273,8 @@ def protect_file(
         len(manifest.segments),
         manifest.unsafe,
         problems,
+        redundancy=float(redundancy),
+        parity=params,
     )
 
 
@@ -254,6 +317,7 @@ def protect_dir(
     threads: int = 0,
     progress: bool = False,
     force: bool = False,
+    redundancy: float = DEFAULT_REDUNDANCY,
 ) -> ProtectDirResult:
     """Protects every regular file under `path` (sidecar beside each) and writes
     `path/.fastckpt-dir`. Structural problems of the folder (missing shards, short shards) or of
@@ -278,7 +342,13 @@ def protect_dir(
         layout = OpaqueLayout(full, os.path.getsize(full), folder_fmt) if folder_fmt else None
         results.append(
             protect_file(
-                full, leaf_size=leaf_size, threads=threads, progress=progress, force=force, layout=layout
+                full,
+                leaf_size=leaf_size,
+                threads=threads,
+                progress=progress,
+                force=force,
+                layout=layout,
+                redundancy=redundancy,
             )
         )
     blocked = bool(problems) or any(not r.written for r in results)

@@ -37,7 +37,7 @@ from ._writer import (
     default_redundancy,
     drop_cache,
     merge_ranges,
-    parity_parts,
+    sidecar_bytes,
 )
 from .digest import DEFAULT_LEAF_SIZE, check_leaf_size, digest_from_leaves, dtype_name, iter_tensors
 from .errors import CorruptCheckpointError, InputError, UsageError
@@ -252,22 +252,25 @@ def _seal(
             stacklevel=3,
         )
     checked = device.check(tmp.final, sealed) if device is not None else 0
-    bulk = b""
-    if redundancy > 0:
+    parity_bytes = 0
+    data: bytes | None = None
+    if sidecar and redundancy > 0:
         # The file's fsync (disk-bound) runs while parity is encoded from the page cache.
         syncing = _background_fsync(tmp.fd) if fsync and tmp.fd is not None else None
         try:
-            _, m.extra, bulk = parity_parts(tmp.path, m.file_size, m.leaf_size, redundancy, threads=threads)
+            data, parity_bytes = sidecar_bytes(m, tmp.path, redundancy, threads=threads)
         finally:
             if syncing is not None:
                 syncing.result()
-    elif fsync and tmp.fd is not None:
-        os.fsync(tmp.fd)
+    else:
+        if fsync and tmp.fd is not None:
+            os.fsync(tmp.fd)
+        if sidecar:
+            data = encode_sidecar(m)
     if verify:
         _read_back(tmp, sealed, threads)
     tmp.close_fd()
-    sidecar_bytes = encode_sidecar(m, bulk=bulk) if sidecar else None
-    commit(tmp, sidecar_bytes, fsync=fsync)
+    commit(tmp, data, fsync=fsync)
     return SaveInfo(
         path=tmp.final,
         sidecar=sidecar_path_for(tmp.final) if sidecar else None,
@@ -277,7 +280,7 @@ def _seal(
         format=m.format,
         tensors=len(m.tensors),
         redundancy=redundancy,
-        parity_bytes=len(bulk),
+        parity_bytes=parity_bytes,
         device_checked=checked,
         reread_bytes=sealed.reread_bytes,
         verified=verify,

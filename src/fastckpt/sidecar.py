@@ -597,11 +597,19 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
     Raises InputError when the file is not a sidecar or when no copy is intact.
     """
     spath = os.fspath(path)
-    # Mapped, not read: a huge file passed as --sidecar must not be pulled into memory, and the
-    # bulk area (parity) is never touched unless a locator is damaged.
-    with open(spath, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    # ---- remote storage (report issue): a URL's sidecar is fetched with fsspec, then parsed alike.
+    from .remote import is_url, read_bytes
+
+    if is_url(spath):
+        mapped: bytes | mmap.mmap = read_bytes(spath)
+        size = len(mapped)
+    else:
+        # ---- end remote storage
+        # Mapped, not read: a huge file passed as --sidecar must not be pulled into memory, and the
+        # bulk area (parity) is never touched unless a locator is damaged.
+        with open(spath, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
     data = memoryview(mapped)
     magics = (
         data[:8] == HEADER_MAGIC,

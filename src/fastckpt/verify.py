@@ -142,9 +142,17 @@ def describe_region(
 
 
 def verify_with_sidecar(
-    path: str, sidecar: str | SidecarFile, *, threads: int = 0, progress: bool = False
+    path: str,
+    sidecar: str | SidecarFile,
+    *,
+    threads: int = 0,
+    progress: bool = False,
+    digest: Any = None,
 ) -> dict[str, Any]:
-    """Checks every leaf of `path` against its sidecar. Reads only these two files."""
+    """Checks every leaf of `path` against its sidecar. Reads only these two files.
+
+    `digest`: the file's v1 digest when the caller already hashed it (remote objects are hashed
+    while they stream in, see fastckpt.remote_verify); then `path` is not read here."""
     from .digest import hash_file
 
     sc = sidecar if isinstance(sidecar, SidecarFile) else read_sidecar(sidecar, expect_kind=KIND_FILE)
@@ -161,16 +169,23 @@ def verify_with_sidecar(
         unsafe=list(m.unsafe),
         sidecar_damaged=sc.damaged,
     )
-    if sc.damaged:
-        report["sidecar_problems"] = sc.problems()
+    from .sidecar_parity import parity_problems
+
+    sidecar_problems = sc.problems() + parity_problems(sc, threads=threads)
+    if sidecar_problems:
+        report["sidecar_damaged"] = True
+        report["sidecar_problems"] = sidecar_problems
         report["warnings"].append(
-            f"{sc.path}: sidecar is damaged ({'; '.join(sc.problems())}); used copy {sc.used_copy}"
+            f"{sc.path}: sidecar is damaged ({'; '.join(sidecar_problems)}); used copy {sc.used_copy}"
         )
-    if not os.path.exists(path):
-        raise InputError(path, None, f"expected the file described by {sc.path}, but it does not exist")
-    if os.path.isdir(path):
-        raise InputError(path, None, f"expected a file (as described by {sc.path}), found a directory")
-    d = hash_file(path, leaf_size=m.leaf_size, threads=threads, progress=progress)
+    if digest is not None:  # ---- remote storage (report issue): hashed by the caller
+        d = digest
+    else:
+        if not os.path.exists(path):
+            raise InputError(path, None, f"expected the file described by {sc.path}, but it does not exist")
+        if os.path.isdir(path):
+            raise InputError(path, None, f"expected a file (as described by {sc.path}), found a directory")
+        d = hash_file(path, leaf_size=m.leaf_size, threads=threads, progress=progress)
     report["size"] = d.nbytes
     report["leaves_checked"] = len(d.leaf_bytes) // 8
     bad = damaged_leaves(d.leaf_bytes, m.leaf_bytes)
@@ -225,10 +240,11 @@ def verify_with_sidecar(
 def verify_structural(path: str) -> dict[str, Any]:
     """Format-level checks without a manifest (zip records and CRC-32, safetensors header, ...)."""
     from ._layout import read_layout
+    from .remote import info, is_url  # ---- remote storage (report issue)
 
-    if os.path.isdir(path):
+    if not is_url(path) and os.path.isdir(path):
         raise InputError(path, None, "expected a file, found a directory")
-    size = os.path.getsize(path)
+    size = info(path).size if is_url(path) else os.path.getsize(path)
     if size == 0:
         raise InputError(path, 0, "expected a checkpoint, found an empty file (0 bytes)")
     layout = read_layout(path, check_crc=True)
@@ -453,7 +469,14 @@ def verify_path(
     path: str | os.PathLike[str], *, sidecar: str | None = None, threads: int = 0, progress: bool = False
 ) -> dict[str, Any]:
     """Verifies a file or a checkpoint folder; the returned dict is the `--json` object."""
-    fspath = os.fspath(path)
+    from .remote import is_url, local_path  # ---- remote storage (report issue)
+
+    fspath = local_path(os.fspath(path))
+    if is_url(fspath):
+        from .remote_verify import verify_url
+
+        return verify_url(fspath, sidecar=sidecar, threads=threads, progress=progress)
+    # ---- end remote storage
     if os.path.isdir(fspath):
         if sidecar is not None:
             raise InputError(fspath, None, "expected a file with --sidecar, found a directory")

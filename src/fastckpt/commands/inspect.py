@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import struct
+import sys
 from collections import defaultdict
 from typing import Any
 
@@ -36,6 +37,21 @@ exit status: 0 nothing wrong found; 1 the pickle names a global outside the allo
   info                reader facts (zip root, byteorder, safetensors __metadata__, ...)
 For a folder (DCP, HF sharded, plain): {ok, path, format, problems, missing_files,
 extra_files, files: [one object as above per checkpoint file]}.
+
+--check-optimizer loads the checkpoint without executing code (torch.load(weights_only=True,
+mmap=True); DCP folders item by item through fastckpt's metadata reader) and validates its
+optimizer state with fastckpt.check_optimizer_state. Text output is then the first line, any
+unsafe globals and problems, and the report. With --json the inspect object gains
+  optimizer_check     {ok, checked, found, message, errors, warnings, summary}
+                      ok: checked, found and no errors; checked: the state could be loaded;
+                      found: an optimizer state_dict was found (null when not loaded);
+                      message: why it was not checked or not found (else null);
+                      errors/warnings: one-line strings; summary: check_optimizer_state's summary
+For a DCP folder the object is at the top level; for other folders every file object has its own
+and the top level aggregates them (errors prefixed with the file, summary {"files": {file: ...}}).
+Exit status with --check-optimizer: 1 when a check fails or the checkpoint has unsafe globals or
+structural problems (it is then not loaded); else 2 when no optimizer state is found or the
+checkpoint cannot be loaded; else 0. Warnings (e.g. step counts that differ) never fail.
 """
 
 
@@ -60,6 +76,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=200,
         metavar="N",
         help="tensors listed in text output (default 200; 0: all)",
+    )
+    p.add_argument(
+        "--check-optimizer",
+        action="store_true",
+        help="load the checkpoint safely and validate its optimizer state (exit 1 when a check fails, "
+        "2 when there is no optimizer state)",
+    )
+    p.add_argument(
+        "--optimizer-key",
+        metavar="KEY",
+        help="with --check-optimizer: the top-level entry holding the optimizer state_dict "
+        "(default: found automatically)",
     )
     add_json_flag(p)
     add_quiet_flag(p)
@@ -274,8 +302,181 @@ def _print_file(d: dict[str, Any], max_keys: int) -> None:
             print(f"  {q['kind']}: {where}{q['message']}")
 
 
+# ---------------------------------------------------------------------------------------------
+# --check-optimizer
+# ---------------------------------------------------------------------------------------------
+
+
+def _opt_result(**kw: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ok": False,
+        "checked": False,
+        "found": None,
+        "message": None,
+        "errors": [],
+        "warnings": [],
+        "summary": {},
+    }
+    out.update(kw)
+    return out
+
+
+def _check_loaded(obj: Any, key: str | None) -> dict[str, Any]:
+    from ..errors import UsageError
+    from ..optimizer_check import check_optimizer_state
+
+    try:
+        report = check_optimizer_state(obj, key=key)
+    except UsageError as e:
+        return _opt_result(checked=True, found=False, message=str(e))
+    return _opt_result(checked=True, found=True, **report.to_json())
+
+
+def _not_loadable(d: dict[str, Any]) -> str | None:
+    """Why a described file or folder is not loaded (damage or a dangerous global), or None."""
+    if d.get("unsafe_globals"):
+        return (
+            "not loaded: the pickle names globals outside the weights_only allowlist "
+            f"({', '.join(d['unsafe_globals'][:5])}); loading would import and call them"
+        )
+    if d["problems"] or d.get("missing_files"):
+        return "not loaded: the checkpoint has structural problems (see problems)"
+    return None
+
+
+def check_optimizer_file(path: str, d: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    """The `optimizer_check` object for one file that `describe_file` described as `d`."""
+    from .._safe_load import TORCH_FORMATS, load_file
+    from ..errors import InputError
+
+    why = _not_loadable(d)
+    if why:
+        return _opt_result(message=why)
+    if d["format"] not in TORCH_FORMATS:
+        return _opt_result(
+            checked=True,
+            found=False,
+            message=f"no optimizer state_dict: a {d['format']} file holds no param_groups",
+        )
+    try:
+        loaded = load_file(path)
+    except InputError as e:
+        return _opt_result(message=str(e))
+    return _check_loaded(loaded.obj, key)
+
+
+def check_optimizer_dir(path: str, d: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    """The folder-level `optimizer_check` object (and, except for DCP, one per file in d["files"])."""
+    from .._safe_load import load_dcp
+    from ..errors import InputError
+
+    if d["format"] == "dcp":
+        why = _not_loadable(d) or next((_not_loadable(f) for f in d["files"] if _not_loadable(f)), None)
+        if why:
+            return _opt_result(message=why)
+        try:
+            loaded = load_dcp(path, only_optimizer=key is None)
+        except InputError as e:
+            return _opt_result(message=str(e))
+        return _check_loaded(loaded.obj, key)
+    for f in d["files"]:
+        f["optimizer_check"] = check_optimizer_file(f["path"], f, key)
+    results = [(os.path.relpath(f["path"], path), f["optimizer_check"]) for f in d["files"]]
+    found = [(rel, r) for rel, r in results if r["found"]]
+    failed = [(rel, r) for rel, r in results if r["errors"]]
+    unloaded = [(rel, r) for rel, r in results if not r["checked"]]
+    out = _opt_result(
+        checked=not unloaded,
+        found=bool(found) if found or not unloaded else None,
+        errors=[f"{rel}: {e}" for rel, r in results for e in r["errors"]],
+        warnings=[f"{rel}: {w}" for rel, r in results for w in r["warnings"]],
+        summary={"files": {rel: r["summary"] for rel, r in found}},
+    )
+    out["ok"] = bool(found) and not failed and not unloaded
+    if unloaded:
+        out["message"] = "; ".join(f"{rel}: {r['message']}" for rel, r in unloaded)
+    elif not found:
+        out["message"] = "no optimizer state_dict in any checkpoint file of the folder"
+    return out
+
+
+def _opt_exit(d: dict[str, Any], r: dict[str, Any]) -> int:
+    if r["errors"] or not d["ok"]:
+        return 1
+    if not r["checked"] or not r["found"]:
+        return 2
+    return 0
+
+
+def _print_opt(r: dict[str, Any], indent: str = "") -> None:
+    from ..optimizer_check import OptimizerReport
+
+    if r["checked"] and r["found"]:
+        text = OptimizerReport(list(r["errors"]), list(r["warnings"]), r["summary"]).format_text()
+        for line in text.splitlines():
+            print(f"{indent}{line}")
+    elif r["message"]:
+        print(f"{indent}optimizer check: {r['message']}")
+
+
+def _print_check_file(d: dict[str, Any]) -> None:
+    print(f"{d['path']}: {d['format']}, {d['size']} bytes")
+    if d["unsafe_globals"]:
+        print("UNSAFE: the pickle names globals outside the allowlist (not executed):")
+        for g in d["unsafe_globals"]:
+            print(f"  {g}")
+    for q in d["problems"]:
+        where = f"offset {q['offset']}: " if q["offset"] is not None else ""
+        print(f"problem: {q['kind']}: {where}{q['message']}")
+    r = d["optimizer_check"]
+    if r["checked"] and not r["found"]:
+        return  # the reason goes to stderr as the error line
+    _print_opt(r)
+
+
+def _run_check(args: argparse.Namespace, path: str) -> int:
+    quiet = args.quiet or args.json
+    if os.path.isdir(path):
+        d = describe_dir(path, crc=args.crc, quiet=quiet)
+        r = d["optimizer_check"] = check_optimizer_dir(path, d, args.optimizer_key)
+        if args.json:
+            print_json(d)
+        else:
+            print(f"{path}: {d['format']} folder, {len(d['files'])} checkpoint file(s)")
+            for q in d["problems"]:
+                print(f"  {q['kind']}: {q['message']}")
+            if d["format"] == "dcp":
+                if r["found"] or not r["checked"]:
+                    _print_opt(r)
+            else:
+                for f in d["files"]:
+                    fr = f["optimizer_check"]
+                    if fr["found"] or not fr["checked"]:
+                        print(f"{os.path.relpath(f['path'], path)}:")
+                        _print_opt(fr, "  ")
+    else:
+        d = describe_file(path, crc=args.crc, quiet=quiet)
+        r = d["optimizer_check"] = check_optimizer_file(path, d, args.optimizer_key)
+        if args.json:
+            print_json(d)
+        else:
+            _print_check_file(d)
+    rc = _opt_exit(d, r)
+    if rc == 2:
+        sys.stderr.write(f"fastckpt: error: {path}: {r['message']}\n")
+    return rc
+
+
 def run(args: argparse.Namespace) -> int:
-    path = os.fspath(args.path)
+    from ..remote import local_path  # ---- remote storage (report issue): file:// URLs
+
+    path = local_path(os.fspath(args.path))
+    if args.optimizer_key is not None and not args.check_optimizer:
+        from ..errors import UsageError
+
+        raise UsageError("--optimizer-key needs --check-optimizer")
+    if args.check_optimizer:
+        return _run_check(args, path)
     if os.path.isdir(path):
         d = describe_dir(path, crc=args.crc, quiet=args.quiet or args.json)
         if args.json:

@@ -76,14 +76,35 @@ def _zip_format(z: Any, path: str) -> str:
     return "zip"
 
 
+# ---- remote storage (report issue): a URL is read through fastckpt.remote with ranged reads.
+def _is_url(p: str) -> bool:
+    from ..remote import is_url
+
+    return is_url(p)
+
+
+def _open_view(p: str) -> Any:
+    """FileView for a local path; the same read interface over ranged reads for an fsspec URL."""
+    if _is_url(p):
+        from ..remote import RemoteFileView
+
+        return RemoteFileView(p)
+    from ..remote import local_path
+
+    return FileView(local_path(p))
+
+
+# ---- end remote storage
+
+
 def detect_format(path: str) -> str:
     """The format of a file or folder (one of FORMATS, or "dir" for a plain folder)."""
     p = os.fspath(path)
-    if os.path.isdir(p):
+    if not _is_url(p) and os.path.isdir(p):
         from ._dirs import detect_dir_format
 
         return detect_dir_format(p)
-    with FileView(p) as fv:
+    with _open_view(p) as fv:
         fmt = _sniff(fv, p)
         if fmt == "zip":
             from ._torchzip import read_torch_zip
@@ -99,11 +120,11 @@ def read_layout(
 
     `progress(nbytes)` is called as zip records are CRC-checked (the only step that reads data)."""
     p = os.fspath(path)
-    if os.path.isdir(p):
+    if not _is_url(p) and os.path.isdir(p):
         raise InputError(
             p, None, "expected a checkpoint file, found a directory (read it with read_dir_layout)"
         )
-    with FileView(p) as fv:
+    with _open_view(p) as fv:
         fmt = _sniff(fv, p)
         try:
             layout = _read(fv, p, fmt, check_crc, progress)

@@ -1,0 +1,142 @@
+"""The tensor-pair comparison behind `fastckpt.diff`: the native one-pass diff kernel
+(`fastckpt.tensordiff`, docs/DIFF_SEMANTICS.md) plus ||A||, which the relative change
+||B-A||/||A|| needs and the kernel does not report (native `sum_squares` for buffers, torch on
+the tensor's device for in-memory tensors).
+
+File tensors arrive as read-only buffers (slices of an mmap) and need neither torch nor numpy;
+in-memory tensors go through `compare_many`, which keeps GPU pairs on their device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import _native
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class PairStats:
+    """One pair's statistics: the kernel's TensorDiff fields and ||A||_2 over A's finite elements
+    (None when the kernel has no float statistics for the dtype, or the pair is equal)."""
+
+    equal: bool
+    n_elements: int
+    n_different: int
+    first_diff_index: int | None
+    max_abs_diff: float | None
+    max_rel_diff: float | None
+    mean_abs_diff: float | None
+    rms_diff: float | None
+    nan_inf_introduced: int | None
+    nan_inf_removed: int | None
+    max_ulp: int | None
+    norm_a: float | None = None
+
+
+def _stats(td: Any, norm_a: float | None) -> PairStats:
+    return PairStats(
+        td.equal,
+        td.n_elements,
+        td.n_different,
+        td.first_diff_index,
+        td.max_abs_diff,
+        td.max_rel_diff,
+        td.mean_abs_diff,
+        td.rms_diff,
+        td.nan_inf_introduced,
+        td.nan_inf_removed,
+        td.max_ulp,
+        norm_a,
+    )
+
+
+def has_float_stats(dtype: str) -> bool:
+    """Whether the kernel reports float statistics (abs/rel differences, ULP) for this dtype."""
+    entry = _native.diff_dtypes().get(dtype)
+    return bool(entry and entry[0])
+
+
+def kernel_dtype(dtype: str, itemsize: int) -> str:
+    """The kernel's name for a dtype: itself when known, else raw bytes of the element size."""
+    if dtype in _native.diff_dtypes():
+        return dtype
+    if itemsize in (1, 2, 4, 8, 16):
+        return f"raw{itemsize}"
+    return "raw1"  # sub-byte or odd formats: compared byte by byte
+
+
+def compare_buffers(a: Any, b: Any, dtype: str, shape: tuple[int, ...], threads: int = 0) -> PairStats:
+    """One pass over two equal-length host buffers (e.g. tensors inside mapped files)."""
+    from .tensordiff import compare_buffers as native_compare
+
+    n = 1
+    for d in shape:
+        n *= d
+    nbytes = memoryview(a).nbytes
+    itemsize = nbytes // n if n else 1
+    kd = kernel_dtype(dtype, itemsize)
+    # Sub-byte formats are compared byte by byte: their "elements" are then bytes.
+    td = native_compare(a, b, kd, shape if kd != "raw1" or itemsize == 1 else None, threads=threads)
+    norm = None if td.equal or td.rms_diff is None else buffer_norm(a, dtype, threads)
+    return _stats(td, norm)
+
+
+def compare_tensor_pairs(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], threads: int = 0
+) -> list[PairStats]:
+    """`compare_many` over torch tensor pairs (each pair on one device; GPU pairs stay there)."""
+    from .tensordiff import compare_many
+
+    try:
+        results = compare_many(list(pairs), threads=threads)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out = []
+    for (a, _), td in zip(pairs, results, strict=True):
+        norm = None if td.equal or td.rms_diff is None else tensor_norm(a)
+        out.append(_stats(td, norm))
+    return out
+
+
+def tensor_norm(t: torch.Tensor) -> float:
+    """||t||_2 over its finite elements, summed in float64 on the tensor's device, in chunks so
+    that no full-size temporary is made."""
+    import torch
+
+    x = t.detach().reshape(-1)
+    total = 0.0
+    for start in range(0, x.numel(), _TENSOR_CHUNK):
+        c = x[start : start + _TENSOR_CHUNK]
+        if c.element_size() == 1:  # float8: torch does not promote it to float64 directly
+            c = c.float()
+        n = torch.linalg.vector_norm(c, dtype=torch.float64)
+        if not bool(torch.isfinite(n)):
+            c = torch.where(torch.isfinite(c), c, torch.zeros((), dtype=c.dtype, device=c.device))
+            n = torch.linalg.vector_norm(c, dtype=torch.float64)
+        total += float(n) ** 2
+    return math.sqrt(total)
+
+
+_TENSOR_CHUNK = 1 << 26
+
+
+# ---- ||A|| of a host buffer, without torch or numpy ---------------------------------------------
+
+
+def buffer_norm(buf: Any, dtype: str, threads: int = 0) -> float | None:
+    """||A||_2 over the finite elements of a float buffer (native, float64 sums), or None for
+    dtypes without float statistics."""
+    if dtype not in _NORM_DTYPES:
+        return None
+    sum_sq, _ = _native.sum_squares(buf, dtype, threads)
+    return math.sqrt(sum_sq)
+
+
+_NORM_DTYPES = ("float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")

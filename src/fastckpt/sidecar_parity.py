@@ -1,0 +1,433 @@
+"""The sidecar's PARITY section (docs/FORMAT.md 2.6): Reed-Solomon parity stored beside a file.
+
+This module owns the seam between the parity engine (`fastckpt.parity`) and the sidecar container
+(`fastckpt.sidecar`): `sidecar_with_parity` (the one function writers call, `fastckpt protect` and
+`fastckpt.save` alike, to get complete sidecar bytes with parity), the PARITY payload codec, and
+`load_parity`, which finds the parity bytes in a sidecar's bulk area and checks every parity leaf
+against its recorded digest so that damaged parity is never used. It never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import _native
+from .errors import InputError, UsageError
+from .parity import DEFAULT_REDUNDANCY, ParityParams, encode_file_parity, n_leaves_of
+from .sidecar import (
+    COPY_A_OFFSET,
+    HEADER_MAGIC,
+    KIND_FILE,
+    SEC_PARITY,
+    TRAILER_MAGIC,
+    FileManifest,
+    Section,
+    bulk_offset,
+    copy_b_offset,
+    encode_sidecar,
+)
+
+# save's stand-in section from before PARITY was defined (private-use type, same content as JSON).
+# Writers drop it when they add a real PARITY section, so that no sidecar carries parity twice.
+SEC_PARITY_STANDIN = 0x80000005
+# Where the parity bytes start inside the bulk area. v1 writers: 0.
+PARITY_BULK_OFFSET = 0
+_FIXED = struct.Struct(
+    "<QQQQQQ"
+)  # range_offset, range_length, leaf_size, parity_offset, parity_length, count
+
+
+@dataclass(frozen=True)
+class ParitySection:
+    """The decoded PARITY payload: the code, the byte range it protects and where the parity lives."""
+
+    params: ParityParams
+    range_offset: int
+    range_length: int
+    leaf_size: int
+    parity_offset: int  # relative to the sidecar's bulk_offset
+    parity_length: int
+    leaf_bytes: bytes = field(repr=False)  # XXH3-64 leaf digests of the parity bytes, packed u64
+
+    @property
+    def parity_leaves(self) -> int:
+        return len(self.leaf_bytes) // 8
+
+
+def record_json(params: ParityParams) -> str:
+    """The parity record of FORMAT.md 3.2, serialized as the PARITY section stores it (compact,
+    keys in the record's order), so that equal parameters always give equal sidecar bytes."""
+    return json.dumps(params.to_dict(), separators=(",", ":"))
+
+
+def encode_parity_section(sec: ParitySection) -> bytes:
+    raw = record_json(sec.params).encode("utf-8")
+    return b"".join(
+        (
+            struct.pack("<H", len(raw)),
+            raw,
+            _FIXED.pack(
+                sec.range_offset,
+                sec.range_length,
+                sec.leaf_size,
+                sec.parity_offset,
+                sec.parity_length,
+                sec.parity_leaves,
+            ),
+            sec.leaf_bytes,
+        )
+    )
+
+
+def decode_parity_section(payload: bytes | memoryview, *, path: str = "<sidecar>") -> ParitySection:
+    """Parses a PARITY payload; InputError when it is malformed or uses an unknown parity version."""
+    data = bytes(payload)
+    if len(data) < 2:
+        raise InputError(path, None, "a PARITY section with a parity record")
+    (n,) = struct.unpack_from("<H", data)
+    if len(data) < 2 + n + _FIXED.size:
+        raise InputError(path, None, f"a PARITY section of at least {2 + n + _FIXED.size} bytes")
+    try:
+        record = json.loads(data[2 : 2 + n].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise InputError(path, None, "a JSON parity record in the PARITY section") from None
+    params = ParityParams.from_dict(record, path=path)
+    r_off, r_len, leaf_size, p_off, p_len, count = _FIXED.unpack_from(data, 2 + n)
+    digests = data[2 + n + _FIXED.size :]
+    if len(digests) != 8 * count:
+        raise InputError(
+            path, None, f"{count} parity leaf digests in the PARITY section, found {len(digests) // 8}"
+        )
+    return ParitySection(params, r_off, r_len, leaf_size, p_off, p_len, digests)
+
+
+def parity_section_of(manifest: FileManifest, *, path: str = "<sidecar>") -> ParitySection | None:
+    """The manifest's PARITY section, checked against its LEAVES section; None when it has none.
+
+    Raises InputError when the section does not fit the manifest (a writer bug or a future version):
+    the caller then treats the file as having no usable parity.
+    """
+    found = [s for s in manifest.extra if s.type == SEC_PARITY]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise InputError(path, None, "at most one PARITY section")
+    sec = decode_parity_section(found[0].payload, path=path)
+    n = n_leaves_of(manifest.file_size, manifest.leaf_size)
+    if sec.range_offset != 0 or sec.range_length != manifest.file_size or sec.leaf_size != manifest.leaf_size:
+        raise InputError(
+            path,
+            None,
+            f"parity over the whole file ([0, {manifest.file_size}) at leaf size {manifest.leaf_size}), found "
+            f"[{sec.range_offset}, {sec.range_offset + sec.range_length}) at leaf size {sec.leaf_size}",
+        )
+    try:
+        sec.params.check(n)
+    except UsageError as e:
+        raise InputError(path, None, f"parity parameters valid for {n} leaves ({e})") from None
+    want = sec.params.parity_nbytes(sec.leaf_size)
+    if sec.parity_length != want or sec.parity_leaves != sec.params.parity_leaves:
+        raise InputError(
+            path,
+            None,
+            f"{want} parity bytes in {sec.params.parity_leaves} leaves, found {sec.parity_length} bytes "
+            f"and {sec.parity_leaves} leaf digests",
+        )
+    return sec
+
+
+def _manifest_without_parity(manifest: FileManifest) -> FileManifest:
+    extra = [s for s in manifest.extra if s.type not in (SEC_PARITY, SEC_PARITY_STANDIN)]
+    m = replace(manifest, extra=extra)
+    m._pending = dict(manifest._pending)  # undecoded TENSORS/SEGMENTS travel verbatim
+    return m
+
+
+def _buffer_of(data: Any) -> tuple[Any, Any]:
+    """(buffer, closer) for a path (mapped read-only) or a bytes-like object."""
+    if isinstance(data, (str, os.PathLike)):
+        fspath = os.fspath(data)
+        with open(fspath, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return b"", None
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        with contextlib.suppress(AttributeError, OSError):
+            mm.madvise(mmap.MADV_SEQUENTIAL)
+        return mm, mm
+    return data, None
+
+
+def sidecar_with_parity(
+    manifest: FileManifest,
+    data: Any = None,
+    *,
+    redundancy: float = DEFAULT_REDUNDANCY,
+    parity: bytes | None = None,
+    params: ParityParams | None = None,
+    threads: int = 0,
+) -> bytes:
+    """The complete sidecar bytes of `manifest`, with Reed-Solomon parity of the file it describes.
+
+    This is the one entry point writers use (`fastckpt protect`, `fastckpt.save`, the DCP writer):
+    the result goes to `sidecar.atomic_write(sidecar_path_for(file), ...)`, or use
+    `write_sidecar_with_parity`, which writes the same bytes without assembling them in memory.
+
+    - `manifest`: the file's manifest (its LEAVES are the digests of the very bytes in `data`).
+    - `data`: the file's bytes: a path (mapped read-only) or a bytes-like object of exactly
+      `manifest.file_size` bytes. Not needed when `parity` is given.
+    - `redundancy`: parity in percent of the file (FORMAT.md 3.7; default 5). 0 means no parity: the
+      plain sidecar is returned.
+    - `parity` (with `params`): parity already computed, e.g. by `parity.protect_file`'s fused pass;
+      it is stored as is, only its leaf digests are computed here.
+
+    Any PARITY section (or save's old private-use stand-in) already in `manifest.extra` is replaced;
+    `manifest` itself is not modified.
+    """
+    return b"".join(
+        _sidecar_parts(manifest, data, redundancy=redundancy, parity=parity, params=params, threads=threads)
+    )
+
+
+def write_sidecar_with_parity(
+    sidecar_path: str | os.PathLike[str],
+    manifest: FileManifest,
+    data: Any = None,
+    *,
+    redundancy: float = DEFAULT_REDUNDANCY,
+    parity: bytes | None = None,
+    params: ParityParams | None = None,
+    threads: int = 0,
+) -> None:
+    """Writes `sidecar_with_parity(...)` atomically to `sidecar_path` (temp file, fsync, rename,
+    fsync of the folder) straight from the parity buffer: no multi-MB copy is assembled."""
+    parts = _sidecar_parts(
+        manifest, data, redundancy=redundancy, parity=parity, params=params, threads=threads
+    )
+    _atomic_write_parts(os.fspath(sidecar_path), parts)
+
+
+def _sidecar_parts(
+    manifest: FileManifest,
+    data: Any,
+    *,
+    redundancy: float,
+    parity: bytes | None,
+    params: ParityParams | None,
+    threads: int,
+) -> list[Any]:
+    if isinstance(redundancy, bool) or not isinstance(redundancy, (int, float)) or redundancy < 0:
+        raise UsageError(f"redundancy must be a percentage >= 0 (0 = no parity), got {redundancy!r}")
+    base = _manifest_without_parity(manifest)
+    if redundancy == 0 and parity is None:
+        return [encode_sidecar(base)]
+    L = manifest.leaf_size
+    n = n_leaves_of(manifest.file_size, L)
+    if parity is None:
+        params = ParityParams.from_redundancy(float(redundancy), n)
+        if data is None:
+            raise UsageError(
+                "sidecar_with_parity needs the file's bytes (a path or a buffer) to compute parity"
+            )
+        buf, closer = _buffer_of(data)
+        try:
+            nbytes = memoryview(buf).nbytes
+            if nbytes != manifest.file_size:
+                raise InputError(
+                    os.fspath(data) if isinstance(data, (str, os.PathLike)) else "<buffer>",
+                    None,
+                    f"{manifest.file_size} bytes as described by the manifest, found {nbytes}",
+                )
+            parity = encode_file_parity(buf, L, params, threads=threads) if n else b""
+        finally:
+            if closer is not None:
+                closer.close()
+    else:
+        if params is None:
+            raise UsageError(
+                "sidecar_with_parity: pass `params` (the ParityParams) with precomputed `parity`"
+            )
+        params.check(n)
+        if len(parity) != params.parity_nbytes(L):
+            raise UsageError(
+                f"parity holds {len(parity)} bytes but k={params.k}, m={params.m}, groups={params.groups} "
+                f"need {params.parity_nbytes(L)}"
+            )
+    assert params is not None
+    leaf_bytes = _native.leaf_digests(parity, L, threads) if parity else b""
+    sec = ParitySection(params, 0, manifest.file_size, L, PARITY_BULK_OFFSET, len(parity), leaf_bytes)
+    base.extra = [*base.extra, Section(SEC_PARITY, 0, encode_parity_section(sec))]
+    return _container_parts(base, parity)
+
+
+def _container_parts(manifest: FileManifest, bulk: Any) -> list[Any]:
+    """encode_sidecar(manifest, bulk=bulk) as [head, bulk, tail], so that the bulk is never copied
+    (tests check that the parts join to exactly encode_sidecar's bytes)."""
+    from .sidecar import _copy, _encode_file_sections, _locator
+
+    sections = _encode_file_sections(manifest)
+    copy_a = _copy(KIND_FILE, 0, sections)
+    copy_b = _copy(KIND_FILE, 1, sections)
+    n = memoryview(bulk).nbytes
+    b_off = copy_b_offset(len(copy_a), n)
+    a, b = (COPY_A_OFFSET, len(copy_a)), (b_off, len(copy_b))
+    start = bulk_offset(len(copy_a))
+    head = _locator(HEADER_MAGIC, KIND_FILE, a, b, n) + copy_a
+    head += bytes(start - len(head))
+    tail = bytes(b_off - start - n) + copy_b + _locator(TRAILER_MAGIC, KIND_FILE, a, b, n)
+    return [head, bulk, tail]
+
+
+def _atomic_write_parts(path: str, parts: list[Any]) -> None:
+    """sidecar.atomic_write for data given in parts."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            for part in parts:
+                view = memoryview(part)
+                while view.nbytes:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading parity back
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedParity:
+    """Parity read from a sidecar's bulk area. `damaged` lists the parity leaves whose digests do not
+    match (or that lie past the end of a truncated sidecar); `data` holds all parity bytes, with
+    zeros where the sidecar ends early. Close it (or use it in `with`) to release the mapping."""
+
+    section: ParitySection
+    data: bytes | memoryview
+    damaged: list[int]
+    _mm: Any = field(default=None, repr=False)
+
+    def close(self) -> None:
+        if isinstance(self.data, memoryview):
+            self.data.release()
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+    def __enter__(self) -> LoadedParity:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_parity(sidecar_path: str, bulk_offset: int, sec: ParitySection, *, threads: int = 0) -> LoadedParity:
+    """Maps the parity bytes of `sec` from the sidecar file (whose bulk area starts at `bulk_offset`,
+    `SidecarFile.bulk_offset`) and checks each parity leaf against its recorded digest."""
+    L = sec.leaf_size
+    start = bulk_offset + sec.parity_offset
+    with open(sidecar_path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        avail = max(0, min(sec.parity_length, size - start))
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+    if avail == sec.parity_length and mm is not None:
+        data: bytes | memoryview = memoryview(mm)[start : start + sec.parity_length]
+        keep = mm
+    else:
+        # A truncated sidecar: the missing leaves are zeros and reported damaged.
+        head = bytes(memoryview(mm)[start : start + avail]) if (mm is not None and avail) else b""
+        data = head + bytes(sec.parity_length - avail)
+        if mm is not None:
+            mm.close()
+        keep = None
+    actual = _native.leaf_digests(data, L, threads) if sec.parity_length else b""
+    expected = sec.leaf_bytes
+    damaged: list[int] = []
+    if actual != expected:
+        qa, qe = memoryview(actual).cast("Q"), memoryview(expected).cast("Q")
+        damaged = [i for i in range(len(qe)) if qa[i] != qe[i]]
+    whole = avail // L  # leaves wholly present
+    damaged = sorted(set(damaged) | set(range(whole, sec.parity_leaves)))
+    return LoadedParity(sec, data, damaged, keep)
+
+
+def rebuild_parity_leaves(
+    file_view: Any, file_size: int, sec: ParitySection, leaves: list[int], *, threads: int = 0
+) -> dict[int, bytes]:
+    """Recomputes the given parity leaves from the (intact) file bytes: each group's data leaves are
+    gathered into one buffer and encoded as a single group with the same k and m, which gives the
+    same coefficients (FORMAT.md 3.5: a group's parity depends only on its own leaves, in order)."""
+    p = sec.params
+    L = sec.leaf_size
+    n = n_leaves_of(file_size, L)
+    view = memoryview(file_view)
+    out: dict[int, bytes] = {}
+    by_group: dict[int, list[int]] = {}
+    for j in leaves:
+        by_group.setdefault(j % p.groups, []).append(j)
+    for g, js in by_group.items():
+        members = range(g, n, p.groups)
+        gathered = b"".join(bytes(view[i * L : min((i + 1) * L, file_size)]) for i in members)
+        # Every member but the file's last leaf is whole, and the last leaf is always the group's
+        # last member, so zero padding at the end of `gathered` is exactly the code's padding.
+        one = ParityParams(p.k, p.m, 1)
+        par = encode_file_parity(gathered, L, one, threads=threads)
+        for j in js:
+            r = j // p.groups
+            out[j] = par[r * L : (r + 1) * L]
+    view.release()
+    return out
+
+
+def parity_problems(sc: Any, *, threads: int = 0) -> list[str]:
+    """What is wrong with the parity of a file sidecar read by `sidecar.read_sidecar` (damaged or
+    missing parity leaves, an unusable PARITY section); empty when it is intact or absent."""
+    manifest = sc.manifest
+    if not isinstance(manifest, FileManifest):
+        return []
+    try:
+        sec = parity_section_of(manifest, path=sc.path)
+    except InputError as e:
+        return [f"parity is unusable: {e.expected}"]
+    if sec is None:
+        return []
+    with load_parity(sc.path, sc.bulk_offset, sec, threads=threads) as loaded:
+        bad = loaded.damaged
+    if not bad:
+        return []
+    return [f"{len(bad)} of {sec.parity_leaves} parity leaves are damaged (first: parity leaf {bad[0]})"]
+
+
+__all__ = [
+    "SEC_PARITY_STANDIN",
+    "LoadedParity",
+    "ParitySection",
+    "decode_parity_section",
+    "encode_parity_section",
+    "load_parity",
+    "parity_problems",
+    "parity_section_of",
+    "rebuild_parity_leaves",
+    "record_json",
+    "sidecar_with_parity",
+    "write_sidecar_with_parity",
+]
