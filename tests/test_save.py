@@ -490,7 +490,11 @@ def test_parity_in_sidecar(tmp_path) -> None:
     expected = encode_file_parity(path.read_bytes(), info.leaf_size, params)
     assert info.parity_bytes == len(expected) == params.parity_nbytes(info.leaf_size)
     sec = parity_section_of(sc.manifest, path=spath)
-    assert sec is not None and (sec.params.k, sec.params.m, sec.params.groups) == (params.k, params.m, params.groups)
+    assert sec is not None and (sec.params.k, sec.params.m, sec.params.groups) == (
+        params.k,
+        params.m,
+        params.groups,
+    )
     loaded = load_parity(spath, sc.bulk_offset, sec)
     try:
         assert bytes(loaded.data) == expected and loaded.damaged == []

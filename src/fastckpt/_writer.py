@@ -36,7 +36,6 @@ from .errors import InputError
 from .sidecar import (
     TENSOR_RAW_RANGE,
     FileManifest,
-    Section,
     SegmentEntry,
     TensorEntry,
     encode_sidecar,
@@ -631,7 +630,9 @@ def default_redundancy() -> float:
     return float(DEFAULT_REDUNDANCY)
 
 
-def sidecar_bytes(manifest: FileManifest, path: str, redundancy: float, *, threads: int = 0) -> tuple[bytes, int]:
+def sidecar_bytes(
+    manifest: FileManifest, path: str, redundancy: float, *, threads: int = 0
+) -> tuple[bytes, int]:
     """(the sidecar of the finished file at `path`, parity bytes in it): the PARITY section and
     bulk area of FORMAT.md 2.6 when `redundancy` > 0, encoded from the file's page-cache copy,
     exactly as `fastckpt protect --redundancy` writes them. Other extra sections are kept."""
