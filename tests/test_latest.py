@@ -96,7 +96,11 @@ def test_latest_plain_files(tmp_path, cli) -> None:
 def test_latest_lightning_names_and_mtime_order(tmp_path) -> None:
     run = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
     run.mkdir(parents=True)
-    for name, v in [("epoch=0-step=50.ckpt", 50), ("epoch=1-step=1000.ckpt", 1000), ("epoch=2-step=1500.ckpt", 1500)]:
+    for name, v in [
+        ("epoch=0-step=50.ckpt", 50),
+        ("epoch=1-step=1000.ckpt", 1000),
+        ("epoch=2-step=1500.ckpt", 1500),
+    ]:
         fastckpt.save(_sd(v), run / name)
     os.truncate(run / "epoch=2-step=1500.ckpt", 1000)
     res = find_latest(tmp_path)
@@ -117,7 +121,10 @@ def test_latest_dcp_step_folders(tmp_path) -> None:
 
     run = tmp_path / "run"
     for step in (10, 20, 30, 40):
-        dcp.save({"w": torch.full((100, 100), float(step)), "b": torch.arange(step)}, checkpoint_id=str(run / f"step-{step}"))
+        dcp.save(
+            {"w": torch.full((100, 100), float(step)), "b": torch.arange(step)},
+            checkpoint_id=str(run / f"step-{step}"),
+        )
     os.unlink(run / "step-20" / ".metadata")  # killed before the coordinator wrote .metadata
     shard = next(p for p in (run / "step-30").iterdir() if p.suffix == ".distcp")
     os.truncate(shard, shard.stat().st_size - 10)  # short shard
@@ -126,7 +133,12 @@ def test_latest_dcp_step_folders(tmp_path) -> None:
     res = find_latest(run, check_all=True)
     by = {os.path.basename(c["path"]): c for c in res["checked"]}
     assert res["path"] == str(run / "step-10") and res["step"] == 10
-    assert [os.path.basename(c["path"]) for c in res["checked"]] == ["step-40", "step-30", "step-20", "step-10"]
+    assert [os.path.basename(c["path"]) for c in res["checked"]] == [
+        "step-40",
+        "step-30",
+        "step-20",
+        "step-10",
+    ]
     assert "no .metadata" in by["step-20"]["reason"]
     assert not by["step-30"]["ok"] and not by["step-40"]["ok"] and by["step-10"]["ok"]
 

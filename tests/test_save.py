@@ -3,6 +3,7 @@ device-to-disk checks, read-back, parity, CorruptCheckpointError."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -52,7 +53,10 @@ def _sample_state(seed: int = 0) -> dict:
 def _assert_equal(a, b) -> None:
     if isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
-        assert torch.equal(a.view(torch.uint8) if a.dtype == torch.bool else a, b.view(torch.uint8) if b.dtype == torch.bool else b)
+        assert torch.equal(
+            a.view(torch.uint8) if a.dtype == torch.bool else a,
+            b.view(torch.uint8) if b.dtype == torch.bool else b,
+        )
     elif isinstance(a, dict):
         assert a.keys() == b.keys()
         for k in a:
@@ -82,19 +86,40 @@ def _protect_copy(path: str, tmp_path) -> bytes:
     data=st.binary(min_size=0, max_size=5000),
     cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=12),
     leaf_pow=st.integers(min_value=6, max_value=9),
+    background=st.booleans(),
+    stable=st.lists(st.booleans(), min_size=13, max_size=13),
 )
-def test_leaf_hasher_matches_whole_buffer(data: bytes, cuts: list[int], leaf_pow: int) -> None:
+def test_leaf_hasher_matches_whole_buffer(
+    data: bytes, cuts: list[int], leaf_pow: int, background: bool, stable: list[bool]
+) -> None:
     leaf = 1 << leaf_pow
     bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
-    h = LeafHasher(leaf, chunk_min=1)
-    for a, b in zip(bounds, bounds[1:], strict=False):
-        h.update(data[a:b])
+    h = LeafHasher(leaf, chunk_min=1, background=background)
+    view = memoryview(data)  # stays valid until finish(), as a stable write requires
+    for k, (a, b) in enumerate(itertools.pairwise(bounds)):
+        h.update(view[a:b], stable=stable[k])
     assert h.pos == len(data)
     assert h.finish() == _native.leaf_digests(data, leaf)
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         n, leaves = h.chunks[a]
         assert n == b - a
         assert leaves == _native.leaf_digests(data[a:b], leaf)
+
+
+def test_background_lockstep_blocks(monkeypatch) -> None:
+    # The background job hashes both alignments block by block; cut the blocks small so that a
+    # write spans many of them, with every offset of the write relative to the leaves.
+    import fastckpt._writer as w
+
+    monkeypatch.setattr(w, "_LOCKSTEP_BLOCK", 256)
+    data = os.urandom(64 * 37 + 11)
+    view = memoryview(data)
+    for first in (0, 1, 63, 64, 65, 200, 1000):
+        h = LeafHasher(64, chunk_min=1, background=True)
+        h.update(view[:first], stable=True)
+        h.update(view[first:], stable=True)
+        assert h.finish() == _native.leaf_digests(data, 64)
+        assert h.chunks[first] == (len(data) - first, _native.leaf_digests(data[first:], 64))
 
 
 def test_hashing_file_writes_exact_bytes(tmp_path) -> None:
@@ -157,6 +182,25 @@ def test_save_hashes_tensor_data_in_flight(tmp_path) -> None:
     assert info.tensors == 20 and info.reread_bytes == 0
 
 
+def test_save_hashes_storages_in_the_background(tmp_path, monkeypatch) -> None:
+    jobs = []
+    real = LeafHasher._job
+
+    def spy(self, mv, i, full, want_chunk):
+        jobs.append(mv.nbytes)
+        return real(self, mv, i, full, want_chunk)
+
+    monkeypatch.setattr(LeafHasher, "_job", spy)
+    sd = {"big": torch.randn(1 << 19), "small": torch.randn(10), "view": torch.randn(1 << 19)[1:]}
+    path = tmp_path / "m.pt"
+    info = fastckpt.save(sd, path)
+    assert sorted(jobs) == [2 << 20, 2 << 20]  # the two large storages, off the writer's thread
+    # Only what no write delimits is read back (from the page cache): the view, which starts 4 bytes
+    # into its storage, and the 40-byte tensor (below CHUNK_MIN).
+    assert info.reread_bytes == (2 << 20) - 4 + 40
+    assert (tmp_path / "m.pt.fastckpt").read_bytes() == _protect_copy(str(path), tmp_path)
+
+
 def test_save_legacy_format(tmp_path) -> None:
     sd = {"a": torch.randn(100, 100), "b": torch.arange(5)}
     path = tmp_path / "legacy.pt"
@@ -209,11 +253,15 @@ def test_temp_names_are_recognisable(tmp_path) -> None:
 
 def test_stale_temps_of_dead_processes_are_removed(tmp_path) -> None:
     path = tmp_path / "m.pt"
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead = int(child.stdout)
     stale = os.path.basename(temp_name_for(str(path))).replace(f"-{os.getpid()}-", f"-{dead}-")
     live = os.path.basename(temp_name_for(str(path))).replace(f"-{os.getpid()}-", f"-{os.getppid()}-")
-    other_target = os.path.basename(temp_name_for(str(tmp_path / "n.pt"))).replace(f"-{os.getpid()}-", f"-{dead}-")
+    other_target = os.path.basename(temp_name_for(str(tmp_path / "n.pt"))).replace(
+        f"-{os.getpid()}-", f"-{dead}-"
+    )
     for n in (stale, live, other_target):
         (tmp_path / n).write_bytes(b"partial")
     fastckpt.save({"v": torch.zeros(3)}, path)
@@ -283,7 +331,9 @@ def test_load_reports_tied_and_non_tensor_damage(tmp_path) -> None:
     # Damage in the pickle is named by its segment.
     path2 = tmp_path / "n.pt"
     fastckpt.save({"v": torch.zeros(4)}, path2)
-    seg = next(s for s in read_sidecar(sidecar_path_for(path2)).manifest.segment_entries() if s.kind == "pickle")
+    seg = next(
+        s for s in read_sidecar(sidecar_path_for(path2)).manifest.segment_entries() if s.kind == "pickle"
+    )
     _flip(path2, seg.offset + 1)
     with pytest.raises(CorruptCheckpointError) as ei:
         fastckpt.load(path2)
@@ -405,7 +455,7 @@ def test_device_check_on_gpu(tmp_path) -> None:
 
 
 def test_verify_read_back_detects_storage_corruption(tmp_path, monkeypatch) -> None:
-    import fastckpt._writer  # noqa: F401
+    import fastckpt._writer
 
     mod = sys.modules["fastckpt.save"]
     path = tmp_path / "m.pt"
@@ -429,28 +479,45 @@ def test_verify_read_back_passes(tmp_path) -> None:
 
 
 def test_parity_in_sidecar(tmp_path) -> None:
-    import json
-
-    from fastckpt._writer import SEC_PARITY_STANDIN
     from fastckpt.parity import ParityParams, encode_file_parity, n_leaves_of
+    from fastckpt.sidecar_parity import load_parity, parity_section_of
 
     path = tmp_path / "m.pt"
     info = fastckpt.save(_sample_state(), path, redundancy=5)
-    sc = read_sidecar(str(path) + ".fastckpt")
+    spath = str(path) + ".fastckpt"
+    sc = read_sidecar(spath)
     params = ParityParams.from_redundancy(5, n_leaves_of(info.size, info.leaf_size))
     expected = encode_file_parity(path.read_bytes(), info.leaf_size, params)
     assert info.parity_bytes == len(expected) == params.parity_nbytes(info.leaf_size)
-    (sec,) = [s for s in sc.manifest.extra if s.type == SEC_PARITY_STANDIN]
-    record = json.loads(sec.payload)
-    assert (record["k"], record["m"], record["groups"]) == (params.k, params.m, params.groups)
-    raw = (tmp_path / "m.pt.fastckpt").read_bytes()
-    assert raw[sc.bulk_offset : sc.bulk_offset + len(expected)] == expected
-    assert record["parity_leaf_digests"] == _native.leaf_digests(expected, info.leaf_size).hex()
-    # verify still passes (v1 readers skip the section) and the rest equals protect's sidecar.
+    sec = parity_section_of(sc.manifest, path=spath)
+    assert sec is not None and (sec.params.k, sec.params.m, sec.params.groups) == (
+        params.k,
+        params.m,
+        params.groups,
+    )
+    loaded = load_parity(spath, sc.bulk_offset, sec)
+    try:
+        assert bytes(loaded.data) == expected and loaded.damaged == []
+    finally:
+        loaded.close()
+    # Exactly the sidecar `fastckpt protect --redundancy 5` writes, and verify passes.
+    other = tmp_path / "o"
+    other.mkdir()
+    shutil.copyfile(path, other / "m.pt")
+    protect_file(other / "m.pt", redundancy=5)
+    assert (other / "m.pt.fastckpt").read_bytes() == (tmp_path / "m.pt.fastckpt").read_bytes()
     from fastckpt.verify import verify_file
 
     assert verify_file(path)["ok"]
     fastckpt.load(path)
+
+
+def test_default_redundancy_is_protects(tmp_path) -> None:
+    from fastckpt.protect import DEFAULT_REDUNDANCY
+
+    info = fastckpt.save({"w": torch.randn(100000)}, tmp_path / "m.pt")
+    assert info.redundancy == DEFAULT_REDUNDANCY and (DEFAULT_REDUNDANCY == 0 or info.parity_bytes > 0)
+    assert fastckpt.save({"w": torch.randn(10)}, tmp_path / "n.pt", redundancy=0).parity_bytes == 0
 
 
 # ---------------------------------------------------------------------------------------------

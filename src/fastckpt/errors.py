@@ -18,6 +18,10 @@ class InputError(FastckptError, ValueError):
         self.offset = offset
         self.expected = expected
 
+    def __reduce__(self) -> tuple[type, tuple[str, int | None, str]]:
+        # Picklable (torch.distributed gathers exceptions from other ranks by pickling them).
+        return (type(self), (self.path, self.offset, self.expected))
+
 
 class UsageError(FastckptError, ValueError):
     """An argument is invalid (exit code 2)."""
@@ -36,3 +40,6 @@ class CorruptCheckpointError(FastckptError, RuntimeError):
         self.path = path
         self.damaged = list(damaged)
         self.report = report
+
+    def __reduce__(self) -> tuple[type, tuple[str, list[str], str, dict[str, object] | None]]:
+        return (type(self), (self.path, self.damaged, str(self), self.report))

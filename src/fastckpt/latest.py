@@ -104,7 +104,9 @@ def find_candidates(run_dir: str) -> tuple[list[Candidate], list[dict[str, Any]]
                 continue
             if e.is_dir():
                 if is_temporary(e.name):
-                    skipped.append({"path": e.path, "reason": "temporary folder (a save in progress or cut short)"})
+                    skipped.append(
+                        {"path": e.path, "reason": "temporary folder (a save in progress or cut short)"}
+                    )
                     continue
                 try:
                     names = os.listdir(e.path)
@@ -116,7 +118,9 @@ def find_candidates(run_dir: str) -> tuple[list[Candidate], list[dict[str, Any]]
                     walk(e.path, depth + 1)
             elif e.is_file() and e.name.lower().endswith(CHECKPOINT_EXTENSIONS):
                 if is_temporary(e.name):
-                    skipped.append({"path": e.path, "reason": "temporary file (a save in progress or cut short)"})
+                    skipped.append(
+                        {"path": e.path, "reason": "temporary file (a save in progress or cut short)"}
+                    )
                     continue
                 out.append(Candidate(e.path, "file", step_of(e.name), e.stat().st_mtime))
 
@@ -175,7 +179,9 @@ def _hf_incomplete(path: str) -> str | None:
         return f"incomplete Hugging Face checkpoint: trainer_state.json is not valid JSON ({e})"
     weights = [n for n in names if _HF_WEIGHT_RE.match(n) or n.endswith((".index.json", ".safetensors"))]
     if not weights:
-        return "incomplete Hugging Face checkpoint: no model weights (model.safetensors, pytorch_model.bin, ...)"
+        return (
+            "incomplete Hugging Face checkpoint: no model weights (model.safetensors, pytorch_model.bin, ...)"
+        )
     return None
 
 
@@ -207,7 +213,9 @@ def check_candidate(c: Candidate, *, threads: int = 0) -> dict[str, Any]:
         else:
             report = verify_file(c.path, threads=threads)
     except (FastckptError, OSError) as e:
-        entry["reason"] = str(e) if isinstance(e, FastckptError) else f"{e.filename or c.path}: {e.strerror or e}"
+        entry["reason"] = (
+            str(e) if isinstance(e, FastckptError) else f"{e.filename or c.path}: {e.strerror or e}"
+        )
         return entry
     entry["format"] = report.get("format")
     entry["check"] = report.get("check")
@@ -218,7 +226,9 @@ def check_candidate(c: Candidate, *, threads: int = 0) -> dict[str, Any]:
     return entry
 
 
-def find_latest(run_dir: str | os.PathLike[str], *, check_all: bool = False, threads: int = 0) -> dict[str, Any]:
+def find_latest(
+    run_dir: str | os.PathLike[str], *, check_all: bool = False, threads: int = 0
+) -> dict[str, Any]:
     """The `fastckpt latest --json` object: {ok, run_dir, path, step, format, checked, skipped}.
 
     Candidates are checked newest first (step number, then mtime); checking stops at the first

@@ -16,6 +16,7 @@ format's structural checks) and only then calls `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import sys
@@ -35,7 +36,8 @@ from ._writer import (
     commit,
     default_redundancy,
     drop_cache,
-    parity_parts,
+    merge_ranges,
+    sidecar_bytes,
 )
 from .digest import DEFAULT_LEAF_SIZE, check_leaf_size, digest_from_leaves, dtype_name, iter_tensors
 from .errors import CorruptCheckpointError, InputError, UsageError
@@ -91,14 +93,18 @@ class _DeviceCheck:
         self.leaf_size = leaf_size
         self.threads = threads
         self.items = [
-            (k, t) for k, t in items if type(t) in (torch.Tensor, torch.nn.Parameter) and _needs_device_check(t)
+            (k, t)
+            for k, t in items
+            if type(t) in (torch.Tensor, torch.nn.Parameter) and _needs_device_check(t)
         ]
         dense = [(k, t) for k, t in self.items if t.is_contiguous() and t.numel() > 0]
         self.before: dict[str, int] = {}
         if dense:
             leaves = _device_leaf_digests([t for _, t in dense], leaf_size, threads)
             for (k, t), (lb, nb) in zip(dense, leaves, strict=True):
-                self.before[k] = digest_from_leaves(lb, leaf_size, nb, dtype_name(t.dtype), tuple(t.shape)).value
+                self.before[k] = digest_from_leaves(
+                    lb, leaf_size, nb, dtype_name(t.dtype), tuple(t.shape)
+                ).value
 
     def __len__(self) -> int:
         return len(self.items)
@@ -192,7 +198,9 @@ def _read_back(tmp: TempFile, sealed: SealedManifest, threads: int) -> None:
     runs = merge_runs(bad, m.leaf_size, max(size, m.file_size))
     hit = []
     for off, n in runs:
-        hit += [e.key for e in m.tensors if e.offset < off + n and e.offset + e.nbytes > off and e.key not in hit]
+        hit += [
+            e.key for e in m.tensors if e.offset < off + n and e.offset + e.nbytes > off and e.key not in hit
+        ]
     if size != m.file_size:
         hit.append(f"<size {size}, expected {m.file_size}>")
     raise CorruptCheckpointError(
@@ -202,6 +210,16 @@ def _read_back(tmp: TempFile, sealed: SealedManifest, threads: int) -> None:
         f"(tensors hit: {', '.join(hit[:8]) or 'none'}); the storage did not keep what was written. "
         f"Nothing was written to {tmp.final} (it still holds the previous version, if any).",
     )
+
+
+def _background_fsync(fd: int) -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastckpt-fsync")
+    try:
+        return pool.submit(os.fsync, fd)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _seal(
@@ -222,7 +240,9 @@ def _seal(
     if problems:
         p = problems[0]
         raise InputError(
-            tmp.final, p.offset, f"a well-formed {m.format} file from the serializer, but the reader found: {p.message}"
+            tmp.final,
+            p.offset,
+            f"a well-formed {m.format} file from the serializer, but the reader found: {p.message}",
         )
     if m.unsafe:
         warnings.warn(
@@ -232,16 +252,25 @@ def _seal(
             stacklevel=3,
         )
     checked = device.check(tmp.final, sealed) if device is not None else 0
-    bulk = b""
-    if redundancy > 0:
-        _, m.extra, bulk = parity_parts(tmp.path, m.file_size, m.leaf_size, redundancy, threads=threads)
-    if fsync and tmp.fd is not None:
-        os.fsync(tmp.fd)
+    parity_bytes = 0
+    data: bytes | None = None
+    if sidecar and redundancy > 0:
+        # The file's fsync (disk-bound) runs while parity is encoded from the page cache.
+        syncing = _background_fsync(tmp.fd) if fsync and tmp.fd is not None else None
+        try:
+            data, parity_bytes = sidecar_bytes(m, tmp.path, redundancy, threads=threads)
+        finally:
+            if syncing is not None:
+                syncing.result()
+    else:
+        if fsync and tmp.fd is not None:
+            os.fsync(tmp.fd)
+        if sidecar:
+            data = encode_sidecar(m)
     if verify:
         _read_back(tmp, sealed, threads)
     tmp.close_fd()
-    sidecar_bytes = encode_sidecar(m, bulk=bulk) if sidecar else None
-    commit(tmp, sidecar_bytes, fsync=fsync)
+    commit(tmp, data, fsync=fsync)
     return SaveInfo(
         path=tmp.final,
         sidecar=sidecar_path_for(tmp.final) if sidecar else None,
@@ -251,7 +280,7 @@ def _seal(
         format=m.format,
         tensors=len(m.tensors),
         redundancy=redundancy,
-        parity_bytes=len(bulk),
+        parity_bytes=parity_bytes,
         device_checked=checked,
         reread_bytes=sealed.reread_bytes,
         verified=verify,
@@ -304,21 +333,48 @@ def save(
     device = _DeviceCheck(list(iter_tensors(obj)), leaf_size, threads) if check_device else None
     if device is not None and not len(device):
         device = None
-    hasher = LeafHasher(leaf_size, threads)
-    with TempFile(path) as tmp:
-        assert tmp.fd is not None
-        with HashingFile(tmp.fd, hasher, name=tmp.path) as out:
-            torch.save(
-                obj,
-                out,  # type: ignore[arg-type]
-                pickle_module=pickle if pickle_module is None else pickle_module,
-                pickle_protocol=pickle_protocol,
-                _use_new_zipfile_serialization=_use_new_zipfile_serialization,
-                _disable_byteorder_record=_disable_byteorder_record,
+    stable = _cpu_storage_ranges(obj)
+    hasher = LeafHasher(leaf_size, threads, background=bool(stable))
+    try:
+        with TempFile(path) as tmp:
+            assert tmp.fd is not None
+            with HashingFile(tmp.fd, hasher, name=tmp.path, stable_ranges=stable) as out:
+                torch.save(
+                    obj,
+                    out,  # type: ignore[arg-type]
+                    pickle_module=pickle if pickle_module is None else pickle_module,
+                    pickle_protocol=pickle_protocol,
+                    _use_new_zipfile_serialization=_use_new_zipfile_serialization,
+                    _disable_byteorder_record=_disable_byteorder_record,
+                )
+            return _seal(
+                tmp,
+                hasher,
+                device=device,
+                redundancy=red,
+                verify=verify,
+                fsync=fsync,
+                sidecar=sidecar,
+                threads=threads,
             )
-        return _seal(
-            tmp, hasher, device=device, redundancy=red, verify=verify, fsync=fsync, sidecar=sidecar, threads=threads
-        )
+    finally:
+        hasher.close()
+
+
+def _cpu_storage_ranges(obj: Any) -> list[tuple[int, int]]:
+    """Address ranges of the CPU storages in `obj`: torch writes them to the file straight from this
+    memory, which stays valid (the caller holds `obj`) while they are hashed in the background."""
+    ranges = []
+    for _, t in iter_tensors(obj):
+        if t.device.type != "cpu" or t.is_sparse or t.is_quantized:
+            continue
+        try:
+            s = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):
+            continue
+        if s.nbytes():
+            ranges.append((s.data_ptr(), s.data_ptr() + s.nbytes()))
+    return merge_ranges(ranges)
 
 
 def save_safetensors(
@@ -362,69 +418,96 @@ def save_safetensors(
     header = json.loads(bytes(view[8 : 8 + header_len]))
     base = 8 + header_len
     cuts = sorted(
-        {base + int(v["data_offsets"][0]) for k, v in header.items() if k != "__metadata__"} | {0, base, len(view)}
+        {base + int(v["data_offsets"][0]) for k, v in header.items() if k != "__metadata__"}
+        | {0, base, len(view)}
     )
     # Every write here starts a tensor (or the header): keep write-relative digests for all of them.
     hasher = LeafHasher(leaf_size, threads, chunk_min=1)
     with TempFile(fspath) as tmp:
         assert tmp.fd is not None
         with HashingFile(tmp.fd, hasher, name=tmp.path) as out:
-            for a, b in zip(cuts, cuts[1:], strict=False):
+            for a, b in itertools.pairwise(cuts):
                 for s in range(a, b, _SAFETENSORS_WRITE):
                     out.write(view[s : min(b, s + _SAFETENSORS_WRITE)])
         view.release()
         del image
         return _seal(
-            tmp, hasher, device=device, redundancy=red, verify=verify, fsync=fsync, sidecar=sidecar, threads=threads
+            tmp,
+            hasher,
+            device=device,
+            redundancy=red,
+            verify=verify,
+            fsync=fsync,
+            sidecar=sidecar,
+            threads=threads,
         )
+
+
+def _tensor_mismatches(path: str, sidecar: str, keys: list[str]) -> list[str] | None:
+    """Which of `keys` (tensors of `path` hit by a damaged leaf) no longer match their own digest,
+    or None when the sidecar cannot say."""
+    import mmap
+
+    from .sidecar import FileManifest, read_sidecar
+
+    try:
+        m = read_sidecar(sidecar).manifest
+        if not isinstance(m, FileManifest):
+            return None
+        entries = {e.key: e for e in m.tensor_entries()}
+        size = os.path.getsize(path)
+    except (InputError, OSError):
+        return None
+    bad = []
+    with open(path, "rb") as fh:
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        try:
+            for key in keys:
+                e = entries.get(key)
+                if e is None or e.offset + e.nbytes > size or mm is None:
+                    bad.append(key)
+                    continue
+                with memoryview(mm)[e.offset : e.offset + e.nbytes] as region:
+                    leaves = _native.leaf_digests(region, m.leaf_size)
+                if e.raw_range:
+                    got = digest_from_leaves(leaves, m.leaf_size, e.nbytes).value
+                else:
+                    got = digest_from_leaves(leaves, m.leaf_size, e.nbytes, e.dtype, e.shape).value
+                if got != e.digest:
+                    bad.append(key)
+        finally:
+            if mm is not None:
+                mm.close()
+    return bad
 
 
 def _exact_tensors(path: str, report: dict[str, Any]) -> dict[int, list[str]] | None:
     """For a sidecar report: per damaged region, the tensors whose own digest no longer matches.
 
     A damaged leaf (64 KiB by default) can hold many small tensors; re-hashing just the candidates
-    (bytes already located, usually few) tells which of them actually changed."""
-    import mmap
-
-    from .sidecar import read_sidecar
-
-    if not report.get("manifest") or not report.get("sidecar"):
+    (bytes already located, usually few) tells which of them actually changed. For a folder report
+    the regions carry their `file`, and keys are returned as `file:key`."""
+    if not report.get("manifest"):
         return None
-    try:
-        m = read_sidecar(report["sidecar"]).manifest
-        entries = {e.key: e for e in m.tensor_entries()}  # type: ignore[union-attr]
-    except (InputError, OSError):
-        return None
-    size = os.path.getsize(path)
     out: dict[int, list[str]] = {}
-    with open(path, "rb") as fh:
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-        try:
-            for i, d in enumerate(report.get("damaged", [])):
-                bad = []
-                for key in d.get("tensors", []):
-                    e = entries.get(key)
-                    if e is None or e.offset + e.nbytes > size or mm is None:
-                        bad.append(key)
-                        continue
-                    with memoryview(mm)[e.offset : e.offset + e.nbytes] as region:
-                        leaves = _native.leaf_digests(region, m.leaf_size)  # type: ignore[union-attr]
-                    if e.raw_range:
-                        got = digest_from_leaves(leaves, m.leaf_size, e.nbytes).value  # type: ignore[union-attr]
-                    else:
-                        got = digest_from_leaves(leaves, m.leaf_size, e.nbytes, e.dtype, e.shape).value  # type: ignore[union-attr]
-                    if got != e.digest:
-                        bad.append(key)
-                out[i] = bad
-        finally:
-            if mm is not None:
-                mm.close()
+    for i, d in enumerate(report.get("damaged", [])):
+        keys = list(d.get("tensors", []))
+        if "file" in d:
+            fpath = os.path.join(path, d["file"])
+            sidecar = sidecar_path_for(fpath)
+            exact = _tensor_mismatches(fpath, sidecar, keys) if keys and os.path.exists(sidecar) else None
+            out[i] = [f"{d['file']}:{k}" for k in (keys if exact is None else exact)]
+        elif report.get("sidecar"):
+            exact = _tensor_mismatches(path, report["sidecar"], keys) if keys else []
+            out[i] = keys if exact is None else exact
+        else:
+            return None
     return out
 
 
 def _bad_records(path: str, report: dict[str, Any], region: dict[str, Any]) -> list[str]:
     """Segments named by the zip reader's CRC-32 failures inside a damaged region (zip files only)."""
-    if report.get("format") not in ("torch-zip", "zip") or not report.get("manifest"):
+    if report.get("format") not in ("torch-zip", "zip") or not report.get("manifest") or "file" in region:
         return []
     from ._layout import read_layout
 
@@ -455,6 +538,8 @@ def _damage_list(path: str, report: dict[str, Any]) -> list[str]:
     exact = _exact_tensors(path, report)
     for i, d in enumerate(report.get("damaged", [])):
         tensors = d.get("tensors", []) if exact is None else exact.get(i, [])
+        if exact is None and "file" in d:
+            tensors = [f"{d['file']}:{t}" for t in tensors]
         for t in tensors:
             add(t)
         if not tensors:
@@ -486,7 +571,11 @@ def corrupt_error(path: str, report: dict[str, Any]) -> CorruptCheckpointError:
         shown = ", ".join(tensors[:10]) + (f" and {len(tensors) - 10} more" if len(tensors) > 10 else "")
         parts.append(f"{len(tensors)} damaged tensor(s): {shown}")
     if other:
-        parts.append("also " + "; ".join(o.strip("<>") for o in other[:5]) if tensors else "; ".join(o.strip("<>") for o in other[:5]))
+        parts.append(
+            "also " + "; ".join(o.strip("<>") for o in other[:5])
+            if tensors
+            else "; ".join(o.strip("<>") for o in other[:5])
+        )
     if not parts:
         msgs = [p["message"] for p in report.get("problems", [])]
         parts.append("; ".join(msgs[:3]) or "verification failed")
@@ -517,11 +606,17 @@ def check(path: str | os.PathLike[str], *, threads: int = 0, require_sidecar: bo
         except InputError as e:
             if e.path != spath:
                 raise
-            warnings.warn(f"fastckpt: unusable sidecar ({e}); falling back to a structural check", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"fastckpt: unusable sidecar ({e}); falling back to a structural check",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     if report is None:
         if require_sidecar:
             raise CorruptCheckpointError(
-                fspath, [], f"{fspath}: no usable sidecar ({spath}); run `fastckpt protect {shlex.quote(fspath)}`"
+                fspath,
+                [],
+                f"{fspath}: no usable sidecar ({spath}); run `fastckpt protect {shlex.quote(fspath)}`",
             )
         report = verify_structural(fspath)
     if not report["ok"]:
@@ -560,7 +655,9 @@ def load(
     """
     fspath = _check_path(f, "fastckpt.load")
     if kwargs.pop("weights_only", True) is not True:
-        raise UsageError("fastckpt.load always loads with weights_only=True (it never runs code from a checkpoint)")
+        raise UsageError(
+            "fastckpt.load always loads with weights_only=True (it never runs code from a checkpoint)"
+        )
     if verify:
         report = check(fspath, threads=threads, require_sidecar=require_sidecar)
         fmt = report.get("format")

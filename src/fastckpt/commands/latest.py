@@ -22,7 +22,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "kind, format, check, mtime, unsafe}], skipped: [{path, reason}]}.",
     )
     p.add_argument("run_dir", help="training run folder to search (up to 4 levels deep)")
-    p.add_argument("--all", action="store_true", help="check every candidate, not just down to the newest valid one")
+    p.add_argument(
+        "--all", action="store_true", help="check every candidate, not just down to the newest valid one"
+    )
     p.add_argument("--threads", type=int, default=0, help="hashing threads (default: all cores)")
     add_json_flag(p)
     add_quiet_flag(p)

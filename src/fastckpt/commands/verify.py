@@ -71,7 +71,8 @@ def _print_file(r: dict[str, Any], indent: str = "") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..verify import verify_path
+    # Distributed under torchrun (fastckpt.dist_verify), else exactly fastckpt.verify.verify_path.
+    from ..dist_verify import verify_path
 
     report = verify_path(args.path, sidecar=args.sidecar, threads=args.threads, progress=not args.quiet)
     for w in report["warnings"]:
