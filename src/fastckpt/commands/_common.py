@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -27,6 +26,8 @@ def add_leaf_size(p: argparse.ArgumentParser) -> None:
 
 
 def print_json(obj: Any) -> None:
+    import json  # only when asked: every command's start-up pays for the imports at the top
+
     json.dump(obj, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
 
