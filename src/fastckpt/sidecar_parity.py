@@ -345,6 +345,14 @@ def load_parity(sidecar_path: str, bulk_offset: int, sec: ParitySection, *, thre
     `SidecarFile.bulk_offset`) and checks each parity leaf against its recorded digest."""
     L = sec.leaf_size
     start = bulk_offset + sec.parity_offset
+    from . import remote
+
+    if remote.is_url(sidecar_path):
+        # A sidecar in object storage: fetch just the parity range (missing bytes count as damaged).
+        with remote.open_reader(sidecar_path) as reader:
+            avail = max(0, min(sec.parity_length, reader.size - start))
+            head = reader.read(start, avail) if avail else b""
+        return _checked_parity(sec, head + bytes(sec.parity_length - avail), avail, None, threads)
     with open(sidecar_path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         avail = max(0, min(sec.parity_length, size - start))
@@ -359,6 +367,13 @@ def load_parity(sidecar_path: str, bulk_offset: int, sec: ParitySection, *, thre
         if mm is not None:
             mm.close()
         keep = None
+    return _checked_parity(sec, data, avail, keep, threads)
+
+
+def _checked_parity(
+    sec: ParitySection, data: bytes | memoryview, avail: int, keep: Any, threads: int
+) -> LoadedParity:
+    L = sec.leaf_size
     actual = _native.leaf_digests(data, L, threads) if sec.parity_length else b""
     expected = sec.leaf_bytes
     damaged: list[int] = []
