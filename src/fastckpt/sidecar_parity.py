@@ -343,7 +343,6 @@ class LoadedParity:
 def load_parity(sidecar_path: str, bulk_offset: int, sec: ParitySection, *, threads: int = 0) -> LoadedParity:
     """Maps the parity bytes of `sec` from the sidecar file (whose bulk area starts at `bulk_offset`,
     `SidecarFile.bulk_offset`) and checks each parity leaf against its recorded digest."""
-    L = sec.leaf_size
     start = bulk_offset + sec.parity_offset
     from . import remote
 
