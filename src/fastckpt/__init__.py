@@ -7,7 +7,6 @@ the functions that take tensors, and CUDA is never initialized at import.
 from __future__ import annotations
 
 from ._backend import backends
-from .diff import DiffReport, diff
 from .digest import (
     DEFAULT_LEAF_SIZE,
     Digest,
@@ -18,11 +17,23 @@ from .digest import (
     hash_tensor,
 )
 from .errors import CorruptCheckpointError, FastckptError, InputError, UsageError
-from .optimizer_check import OptimizerReport, check_optimizer_state
 
-# Importing .save binds the name `save` to the function (not the submodule); save.py imports no torch.
-from .save import load, save, save_safetensors
-from .tensordiff import TensorDiff, compare_buffers, compare_many, compare_tensors
+# The rest of the API is imported on first use (PEP 562), which keeps `import fastckpt` and commands
+# such as `fastckpt hash` cheap: name -> (submodule, attribute). `fastckpt.save` and `fastckpt.diff`
+# share their names with submodules; both submodules are callable, so either object works when called.
+_LAZY = {
+    "DiffReport": (".diff", "DiffReport"),
+    "diff": (".diff", "diff"),
+    "OptimizerReport": (".optimizer_check", "OptimizerReport"),
+    "check_optimizer_state": (".optimizer_check", "check_optimizer_state"),
+    "TensorDiff": (".tensordiff", "TensorDiff"),
+    "compare_buffers": (".tensordiff", "compare_buffers"),
+    "compare_many": (".tensordiff", "compare_many"),
+    "compare_tensors": (".tensordiff", "compare_tensors"),
+    "load": (".save", "load"),
+    "save": (".save", "save"),
+    "save_safetensors": (".save", "save_safetensors"),
+}
 
 __version__ = "0.1.0"
 
@@ -55,9 +66,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module, __name__), attr)
+        globals()[name] = value  # later lookups skip this function
+        return value
     # `fastckpt.dcp` subclasses torch's classes, so it is imported on first use only.
     if name == "dcp":
-        import importlib
-
         return importlib.import_module(".dcp", __name__)
     raise AttributeError(f"module 'fastckpt' has no attribute {name!r}")

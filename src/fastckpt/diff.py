@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 import os
 import struct
+import sys
 import time
+import types
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -614,3 +616,15 @@ def _diff_sides(
     report.values = _compare_values(sa, sb, atol, rtol, report.warnings)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+class _CallableModule(types.ModuleType):
+    """`fastckpt.diff` is this module's `diff` function, imported lazily by the package; if the
+    submodule object ever shadows it (it was imported first, e.g. by `fastckpt.report`), calling
+    the module still diffs."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> DiffReport:
+        return diff(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
