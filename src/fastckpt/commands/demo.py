@@ -189,7 +189,7 @@ def _demo_run_report(folder: str, say: Any) -> str:
     os.close(fd)
     write_html_atomic(html, render_html(r))
     say(
-        f"9. run report: 3 checkpoints, {r['dedup']['shared_fraction'] * 100:.0f}% of their bytes shared, "
+        f"9. report: 3 checkpoints, {r['dedup']['shared_fraction'] * 100:.0f}% of their bytes shared, "
         f"checkpoint every {r['interval']['recommended_seconds'] / 60:.0f} min; wrote {html}"
     )
     return html
