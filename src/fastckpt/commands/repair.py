@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from ._common import add_json_flag, add_quiet_flag, print_json
+from .verify import _elements  # one wording for damaged regions in both reports
 
 MAX_REGIONS_SHOWN = 20
 
@@ -46,14 +47,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add_json_flag(p)
     add_quiet_flag(p)
     return p
-
-
-def _elements(entry: dict[str, Any]) -> str:
-    parts = [f"{e['tensor']}[{e['start']}:{e['stop']}]" for e in entry["elements"]]
-    if not parts:
-        segs = [f"{s['kind']} {s['name']}" if s["name"] else s["kind"] for s in entry["segments"]]
-        return "no tensor data" + (f" ({', '.join(segs)})" if segs else "")
-    return "elements " + ", ".join(parts)
 
 
 def _regions(entries: list[dict[str, Any]], indent: str, what: str) -> None:
