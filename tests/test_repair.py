@@ -524,3 +524,123 @@ def test_symlink_target_is_repaired(tmp_path: Path) -> None:
     assert os.path.islink(tmp_path / "link.bin")
     assert (tmp_path / "store" / "f.bin").read_bytes() == data
     assert (tmp_path / "store" / "f.bin.damaged").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reflink clones: trusted through the original's identity, patched leaves still read back
+# ---------------------------------------------------------------------------------------------
+
+
+def _emulated_clone(tamper: bool = False):  # type: ignore[no-untyped-def]
+    """Stands in for FICLONE on filesystems without reflinks: the same bytes, made by a copy."""
+
+    def clone(src_fd: int, dst_fd: int) -> bool:
+        size = os.fstat(src_fd).st_size
+        if size:
+            os.pwrite(dst_fd, os.pread(src_fd, size, 0), 0)
+        if tamper:  # another process writes to the original after it was hashed
+            with open(os.readlink(f"/proc/self/fd/{src_fd}"), "r+b") as other:
+                other.write(b"X")
+        return True
+
+    return clone
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "append"])
+def test_clone_is_used_and_repair_is_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    import fastckpt.repair as rp
+
+    data = _blob(tmp_path / "f.bin", 40 * LEAF + 123)
+    _protect(tmp_path / "f.bin", leaf_size=LEAF)
+    if damage == "flip":
+        with open(tmp_path / "f.bin", "r+b") as f:
+            f.seek(11 * LEAF + 7)
+            f.write(b"\x00\x01")
+    elif damage == "truncate":
+        os.truncate(tmp_path / "f.bin", 39 * LEAF + 5)
+    else:
+        with open(tmp_path / "f.bin", "ab") as f:
+            f.write(b"garbage" * 100)
+    damaged = (tmp_path / "f.bin").read_bytes()
+    reads: list[int] = []
+    native = rp._native
+    real = native.leaf_digests
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            return getattr(native, name)
+
+    spy = Spy()
+    spy.leaf_digests = lambda view, *a: (reads.append(len(view)), real(view, *a))[1]  # type: ignore[attr-defined]
+    monkeypatch.setattr(rp, "_clone", _emulated_clone())
+    monkeypatch.setattr(rp, "_native", spy)
+    code, out = _run("repair", str(tmp_path / "f.bin"), "--json", capsys=capsys)
+    assert code == 0 and out["repaired"] and out["copy"] == "clone"
+    assert (tmp_path / "f.bin").read_bytes() == data
+    assert (tmp_path / "f.bin.damaged").read_bytes() == damaged
+    # The clone's unchanged leaves are not read back (only the patched leaves are, by xxh3_64).
+    assert sum(reads) < len(data) + len(damaged) + 8 * LEAF
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name or p.name.startswith(".")]
+
+
+def test_clone_of_a_file_changed_after_hashing_replaces_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fastckpt.repair as rp
+
+    _blob(tmp_path / "f.bin", 30 * LEAF)
+    _protect(tmp_path / "f.bin", leaf_size=LEAF)
+    with open(tmp_path / "f.bin", "r+b") as f:
+        f.seek(3 * LEAF)
+        f.write(b"rot")
+    monkeypatch.setattr(rp, "_clone", _emulated_clone(tamper=True))
+    code = main(["repair", str(tmp_path / "f.bin"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "changed while it was being repaired" in err and "Traceback" not in err
+    after = _files(tmp_path)
+    # Only the other writer's byte changed: no backup, no temporary file, the sidecar as it was.
+    assert sorted(after) == ["f.bin", "f.bin.fastckpt"]
+    assert after["f.bin"][:1] == b"X" and after["f.bin"][3 * LEAF : 3 * LEAF + 3] == b"rot"
+
+
+def test_copy_is_reported_where_there_are_no_reflinks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fastckpt.repair as rp
+
+    data = _blob(tmp_path / "f.bin", 20 * LEAF)
+    _protect(tmp_path / "f.bin", leaf_size=LEAF)
+    with open(tmp_path / "f.bin", "r+b") as f:
+        f.seek(2 * LEAF)
+        f.write(b"rot")
+    with open(tmp_path / "probe", "wb") as a, open(tmp_path / "probe2", "wb") as b:
+        a.write(b"x")
+        a.flush()
+        reflinks = rp._clone(a.fileno(), b.fileno())
+    os.unlink(tmp_path / "probe")
+    os.unlink(tmp_path / "probe2")
+    code, out = _run("repair", str(tmp_path / "f.bin"), "--json", capsys=capsys)
+    assert code == 0 and out["copy"] == ("clone" if reflinks else "copy")
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
+@pytest.mark.skipif(
+    not os.environ.get("FASTCKPT_TEST_REFLINK_DIR"),
+    reason="set FASTCKPT_TEST_REFLINK_DIR to a folder on XFS/btrfs to test real FICLONE clones",
+)
+def test_real_reflink_filesystem(capsys: pytest.CaptureFixture[str]) -> None:
+    folder = Path(tempfile.mkdtemp(dir=os.environ["FASTCKPT_TEST_REFLINK_DIR"]))
+    try:
+        data = _blob(folder / "f.bin", 64 * LEAF + 1)
+        _protect(folder / "f.bin", leaf_size=LEAF)
+        with open(folder / "f.bin", "r+b") as f:
+            f.seek(17 * LEAF + 100)
+            f.write(b"\xde\xad")
+        code, out = _run("repair", str(folder / "f.bin"), "--json", capsys=capsys)
+        assert code == 0 and out["copy"] == "clone" and out["rebuilt_from_parity"] == 1
+        assert (folder / "f.bin").read_bytes() == data
+    finally:
+        shutil.rmtree(folder)

@@ -12,9 +12,18 @@ This module owns the repair plan and its safe execution. For one file it
    what both can restore, it reports exactly which bytes, tensors and elements are lost and writes
    nothing;
 4. writes the repaired file to a temporary file in the same folder (copy, patch, reconstruct),
-   verifies every leaf of that temporary file against the sidecar, fsyncs it, keeps the original as
-   `PATH.damaged` (a hard link made before the rename), renames the temporary file over `PATH`
-   and fsyncs the folder: the final path always holds either the old or the repaired file.
+   verifies it against the sidecar, fsyncs it, keeps the original as `PATH.damaged` (a hard link
+   made before the rename), renames the temporary file over `PATH` and fsyncs the folder: the
+   final path always holds either the old or the repaired file.
+
+How the temporary file is verified depends on how it was made. A byte copy moves every byte again,
+so every leaf of the copy is read back and compared with the sidecar. A reflink clone (FICLONE on
+XFS, btrfs, bcachefs, ...) moves no bytes: it shares the very blocks that step 2 just hashed, so
+reading them back would only re-read the same blocks, cold, through a second page cache (on a real
+disk, seconds per GiB). Instead the original's identity (device, inode, size, mtime and ctime in
+ns) is taken before step 2 and again after the clone; any write, truncate or mmap store in between
+changes mtime/ctime, and then nothing is replaced. The leaves the repair writes are always read back
+and compared.
 
 It never imports torch. docs/CLI.md describes the JSON report.
 """
@@ -417,6 +426,16 @@ def _clone(src_fd: int, dst_fd: int) -> bool:
     return True
 
 
+FileIdentity = tuple[int, int, int, int, int]
+
+
+def file_identity(st: os.stat_result) -> FileIdentity:
+    """What changes when a file's bytes change: any write, truncate or store through a mapping
+    updates mtime and ctime (at nanosecond granularity on Linux >= 6.13 multigrain timestamps once
+    they have been read, as here)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _copy_range(src_fd: int, src_view: memoryview, dst_fd: int, start: int, stop: int) -> None:
     """Copies bytes [start, stop) between files at the same offsets, in the kernel when it can."""
     pos = start
@@ -450,9 +469,14 @@ def _write_repaired(
     threads: int,
     progress: bool,
     timings: dict[str, float],
-) -> int:
-    """Builds and verifies the repaired file at `tmp`; returns the number of leaves rebuilt from
-    parity. Every leaf of `tmp` is hashed back from `tmp` itself and compared with the sidecar."""
+    hashed_identity: FileIdentity | None = None,
+) -> str:
+    """Builds and verifies the repaired file at `tmp`; returns how it was made: "clone" or "copy".
+
+    A copy is read back leaf by leaf from `tmp` itself and compared with the sidecar. A clone is
+    trusted only when the original still has `hashed_identity`, the identity it had before its
+    leaves were hashed (the module docstring says why); otherwise it falls back to a verified copy.
+    The leaves patched into `tmp` are read back and compared in both cases."""
     from ._progress import Progress
     from .digest import PROGRESS_MIN_BYTES
 
@@ -468,14 +492,19 @@ def _write_repaired(
     with contextlib.ExitStack() as stack:
         stack.callback(os.close, fd)
         cloned = False
-        if present:
+        if present and hashed_identity is not None:
             with open(path, "rb") as f:
                 cloned = _clone(f.fileno(), fd)
+                if cloned and file_identity(os.fstat(f.fileno())) != hashed_identity:
+                    raise RepairError(
+                        f"{path}: changed while it was being repaired (its size, mtime or ctime moved "
+                        f"after it was hashed); nothing was replaced: run repair again"
+                    )
         os.ftruncate(fd, size)
         tmm = stack.enter_context(mmap.mmap(fd, size, access=mmap.ACCESS_READ)) if size else None
         tview = memoryview(tmm) if tmm is not None else memoryview(b"")
         stack.callback(tview.release)
-        if present:
+        if present and not cloned:
             src_file = stack.enter_context(open(path, "rb"))
             smm = stack.enter_context(mmap.mmap(src_file.fileno(), 0, access=mmap.ACCESS_READ))
             sview = memoryview(smm)
@@ -487,9 +516,8 @@ def _write_repaired(
             )
 
             def copy(i: int) -> None:
-                if not cloned:
-                    a = starts[i]
-                    _copy_range(src_file.fileno(), sview, fd, a, min(a + chunk, present))
+                a = starts[i]
+                _copy_range(src_file.fileno(), sview, fd, a, min(a + chunk, present))
 
             # Copy chunk i+1 while chunk i is read back from the temporary file and hashed.
             with ThreadPoolExecutor(1) as pool:
@@ -517,7 +545,6 @@ def _write_repaired(
         for i, (src, off) in sorted(plan.from_sources.items(), key=lambda kv: kv[0]):
             o, n = leaf_span(i, size, L)
             os.pwrite(fd, src.view[off : off + n], o)
-        rebuilt = 0
         if plan.from_parity:
             assert parity is not None
             rec = reconstruct_leaves(
@@ -534,7 +561,6 @@ def _write_repaired(
                 raise RepairError(f"{path}: parity could not rebuild leaves {list(rec.unrecoverable)[:5]}")
             for i, data in rec.leaves.items():
                 os.pwrite(fd, data, i * L)
-            rebuilt = len(rec.leaves)
         # Read the patched leaves back from the temporary file and check them too.
         for i in sorted(patched):
             o, n = leaf_span(i, size, L)
@@ -548,7 +574,7 @@ def _write_repaired(
         t0 = time.perf_counter()
         os.fsync(fd)
         timings["fsync"] = time.perf_counter() - t0
-    return rebuilt
+    return "clone" if cloned else "copy"
 
 
 def _commit(path: str, tmp: str, backup: bool, original_exists: bool) -> str | None:
@@ -668,6 +694,7 @@ def _base_report(path: str, dry_run: bool) -> dict[str, Any]:
         "unrecoverable": [],
         "lost_groups": 0,
         "backup": None,
+        "copy": None,
         "sidecar_damaged": False,
         "sidecar_restored": False,
         "sidecar_problems": [],
@@ -786,7 +813,9 @@ def _repair_one(
     report["timings"] = timings
     t0 = time.perf_counter()
     exists = os.path.isfile(path)
+    identity: FileIdentity | None = None
     if exists:
+        identity = file_identity(os.stat(path))
         actual, leaves = _hash_present(path, size, L, threads, progress)
     else:
         actual, leaves = 0, b""
@@ -823,8 +852,18 @@ def _repair_one(
     if not data_ok:
         tmp = temp_path_for(path)
         try:
-            _write_repaired(
-                path, tmp, m, plan, min(actual, size), state.parity, bad_parity, threads, progress, timings
+            report["copy"] = _write_repaired(
+                path,
+                tmp,
+                m,
+                plan,
+                min(actual, size),
+                state.parity,
+                bad_parity,
+                threads,
+                progress,
+                timings,
+                identity,
             )
             t0 = time.perf_counter()
             report["backup"] = _commit(path, tmp, backup, exists)
