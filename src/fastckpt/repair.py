@@ -547,8 +547,16 @@ def _write_repaired(
             os.pwrite(fd, src.view[off : off + n], o)
         if plan.from_parity:
             assert parity is not None
+            # A clone's pages are cold (a new inode has its own page cache) while the original's
+            # were just hashed; both hold the same bytes, except leaves patched from --from files.
+            rebuild_from = tview
+            if cloned and not plan.from_sources:
+                orig = stack.enter_context(open(path, "rb"))
+                omm = stack.enter_context(mmap.mmap(orig.fileno(), 0, access=mmap.ACCESS_READ))
+                rebuild_from = memoryview(omm)
+                stack.callback(rebuild_from.release)
             rec = reconstruct_leaves(
-                tview,
+                rebuild_from,
                 size,
                 L,
                 parity.section.params,
