@@ -369,13 +369,14 @@ void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, 
             digests[(s0 + j) * G + g] = cpu::hash64(data + off, std::min<size_t>(L, len - off), hash_loop);
           }
         }
+        // The hook's work on these leaves, while they are in cache (a leaf of its own per call, so
+        // that what it reads is what the kernel just read, however wide the window is).
+        if (hook != nullptr && col + width == L)
+          for (size_t j = 0; j < src.size(); ++j) {
+            const size_t off = ((s0 + j) * G + g) * L;
+            hook->fn(hook->ctx, off, std::min(off + L, len));
+          }
       }
-      if (hook != nullptr && col + width == L)
-        for (size_t s = s0; s < s_end && s * G + g0 < n; ++s) {
-          size_t a, b;
-          row_range(s, a, b);
-          hook->fn(hook->ctx, a, b);
-        }
     }
   });
 }
