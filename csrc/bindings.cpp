@@ -534,7 +534,7 @@ PYBIND11_MODULE(_native, m) {
     auto rs_scan_impl = [=](const uint8_t* data, size_t size, size_t leaf_size, int k, int m_, size_t groups,
                             const std::vector<std::pair<uint64_t, uint64_t>>& spans,
                             const std::vector<std::pair<uint64_t, uint64_t>>& crc_spans, int threads,
-                            const std::string& isa, bool populate) {
+                            const std::string& isa, bool populate, int out_fd, uint64_t out_offset) {
       const gf::Kernels& kern = rs_kernels(isa);
       auto loop = loop_for("");
       check_leaf_size(leaf_size);
@@ -550,6 +550,8 @@ PYBIND11_MODULE(_native, m) {
       job.crc = cpu::crc32_for("");
       job.threads = threads;
       job.populate = populate;
+      job.out_fd = m_ > 0 ? out_fd : -1;
+      job.out_offset = out_offset;
       py::bytes par = new_bytes(m_ > 0 ? static_cast<size_t>(m_) * groups * leaf_size : 0);
       py::bytes leaves = new_bytes((size + leaf_size - 1) / leaf_size * 8);
       py::bytes span_leaves = new_bytes(parity::total_span_leaves(job.leaf_spans, leaf_size) * 8);
@@ -563,6 +565,10 @@ PYBIND11_MODULE(_native, m) {
         parity::scan(data, size, job, kern);
       } catch (const std::invalid_argument& e) {
         throw py::value_error(e.what());
+      } catch (const std::system_error& e) {
+        errno = e.code().value();
+        PyErr_SetFromErrno(PyExc_OSError);
+        throw py::error_already_set();
       }
       return py::make_tuple(size, leaves, par, span_leaves, crcs);
     };
@@ -573,7 +579,8 @@ PYBIND11_MODULE(_native, m) {
             const std::vector<std::pair<uint64_t, uint64_t>>& spans,
             const std::vector<std::pair<uint64_t, uint64_t>>& crc_spans, int threads, const std::string& isa) {
           BufferView buf(data);
-          return rs_scan_impl(buf.data(), buf.size(), leaf_size, k, m_, groups, spans, crc_spans, threads, isa, false);
+          return rs_scan_impl(buf.data(), buf.size(), leaf_size, k, m_, groups, spans, crc_spans, threads, isa, false,
+                              -1, 0);
         },
         py::arg("data"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"), py::arg("spans"),
         py::arg("crc_spans"), py::arg("threads") = 0, py::arg("isa") = "",
@@ -586,7 +593,8 @@ PYBIND11_MODULE(_native, m) {
         "rs_scan_file",
         [=](const std::string& path, size_t leaf_size, int k, int m_, size_t groups,
             const std::vector<std::pair<uint64_t, uint64_t>>& spans,
-            const std::vector<std::pair<uint64_t, uint64_t>>& crc_spans, int threads, const std::string& isa) {
+            const std::vector<std::pair<uint64_t, uint64_t>>& crc_spans, int threads, const std::string& isa,
+            int out_fd, uint64_t out_offset) {
           std::unique_ptr<cpu::MappedFile> file;
           try {
             py::gil_scoped_release release;
@@ -597,12 +605,15 @@ PYBIND11_MODULE(_native, m) {
             throw py::error_already_set();
           }
           return rs_scan_impl(file->data(), file->size(), leaf_size, k, m_, groups, spans, crc_spans, threads, isa,
-                              true);
+                              true, out_fd, out_offset);
         },
         py::arg("path"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"), py::arg("spans"),
-        py::arg("crc_spans"), py::arg("threads") = 0, py::arg("isa") = "",
+        py::arg("crc_spans"), py::arg("threads") = 0, py::arg("isa") = "", py::arg("out_fd") = -1,
+        py::arg("out_offset") = 0,
         "rs_scan over an mmap of the file. k, m, groups and the spans must fit the file's size at the time\n"
-        "it is opened (ValueError otherwise).");
+        "it is opened (ValueError otherwise). With out_fd >= 0 (an open, writable file descriptor the caller\n"
+        "keeps open) the parity is also written there, parity byte j at out_offset + j, group by group as\n"
+        "it is computed, with write-back started early (OSError on a write error).");
 
     m.def(
         "rs_reconstruct",

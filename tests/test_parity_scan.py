@@ -267,3 +267,43 @@ def test_protect_without_recorded_crcs(tmp_path) -> None:
     _, layout, _, _ = pr.build_manifest_with_parity(p, redundancy=5)
     assert layout.info == read_layout(p).info and layout.info.get("crc_recorded") is False
     assert pr.protect_file(p).written
+
+
+def test_scan_file_streams_parity(tmp_path) -> None:
+    data = random_bytes(40 * 4096 + 5, 21)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    out = tmp_path / "out"
+    fd = os.open(out, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        sc = scan_file(path, leaf_size=4096, redundancy=10, out_fd=fd, out_offset=12345)
+    finally:
+        os.close(fd)
+    assert sc.parity == ref.encode(data, 4096, sc.params.k, sc.params.m, sc.params.groups)
+    assert out.read_bytes() == bytes(12345) + sc.parity
+    with pytest.raises(OSError):
+        scan_file(path, leaf_size=4096, redundancy=10, out_fd=987654)  # not an open file
+
+
+@pytest.mark.parametrize("kind", ["opaque", "torch"])
+def test_streamed_sidecar_bytes_equal_plain_write(tmp_path, kind: str) -> None:
+    import fastckpt.protect as pr
+    from fastckpt.sidecar import read_sidecar
+    from fastckpt.sidecar_parity import write_sidecar_with_parity
+
+    p = str(tmp_path / ("m.pt" if kind == "torch" else "m.bin"))
+    if kind == "torch":
+        _save(p)
+    else:
+        with open(p, "wb") as f:
+            f.write(random_bytes(9 * 65536 + 3, 4))
+    res = pr.protect_file(p, redundancy=5)
+    assert res.written
+    manifest, _, params, parity = pr.build_manifest_with_parity(p, redundancy=5)
+    plain = str(tmp_path / "plain.fastckpt")
+    write_sidecar_with_parity(plain, manifest, parity=parity, params=params)
+    with open(p + ".fastckpt", "rb") as a, open(plain, "rb") as b:
+        assert a.read() == b.read()
+    back = read_sidecar(p + ".fastckpt")
+    assert not back.damaged and back.manifest.file_digest == manifest.file_digest
+    assert [f for f in os.listdir(tmp_path) if ".tmp-" in f] == []

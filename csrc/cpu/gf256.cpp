@@ -378,6 +378,7 @@ void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, 
           }
       }
     }
+    if (hook != nullptr && hook->window_done != nullptr && n_tiles == 1) hook->window_done(hook->ctx, g0, n_groups);
   });
 }
 

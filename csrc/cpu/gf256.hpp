@@ -110,10 +110,13 @@ void check_code(const Code& code, uint64_t size);
 // just read (so they are in cache); over the whole call the ranges partition [0, len). `populate`
 // asks the kernel to map each range of a file mapping before it is read (one madvise instead of a
 // page fault per few pages).
+// `window_done(ctx, g0, n)`, when not null, is called once the parity of groups [g0, g0 + n) is final
+// (every group exactly once, unless the leaves are cut into several tiles: then never).
 struct RangeHook {
   void (*fn)(void* ctx, size_t begin, size_t end);
   void* ctx;
   bool populate;
+  void (*window_done)(void* ctx, size_t g0, size_t n_groups);
 };
 
 // Parity of data[0, len): m * G leaves of leaf_size bytes, leaf j = r * G + g, written to `parity`.

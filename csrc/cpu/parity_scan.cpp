@@ -6,11 +6,16 @@
 // without, they are fixed chunks whose file leaves are hashed first.
 #include "parity_scan.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 
 namespace fastckpt::parity {
@@ -101,6 +106,50 @@ struct Context {
     }
   }
 
+  // Parity streaming (ScanJob::out_fd).
+  std::atomic<size_t> groups_written{0};
+  std::atomic<int> write_error{0};
+
+  void write_out(const uint8_t* p, size_t n, uint64_t at) {
+    while (n > 0) {
+      const ssize_t w = ::pwrite(job->out_fd, p, n, static_cast<off_t>(at));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        int expected = 0;
+        write_error.compare_exchange_strong(expected, errno);
+        return;
+      }
+      p += w;
+      n -= static_cast<size_t>(w);
+      at += static_cast<uint64_t>(w);
+    }
+  }
+
+  void window_done(size_t g0, size_t n_groups) {
+    if (write_error.load(std::memory_order_relaxed) != 0) return;
+    const gf::Code& code = *job->code;
+    const size_t L = job->leaf_size, G = code.groups;
+    for (int r = 0; r < code.m; ++r) {
+      const uint64_t first = (static_cast<uint64_t>(r) * G + g0) * L;
+      write_out(job->parity + first, n_groups * L, job->out_offset + first);
+#ifdef SYNC_FILE_RANGE_WRITE
+      // Start write-back now (asynchronously), while the pass goes on.
+      ::sync_file_range(job->out_fd, static_cast<off_t>(job->out_offset + first), static_cast<off_t>(n_groups * L),
+                        SYNC_FILE_RANGE_WRITE);
+#endif
+    }
+    groups_written.fetch_add(n_groups, std::memory_order_relaxed);
+  }
+
+  void finish_parity() {
+    if (job->out_fd < 0 || job->code == nullptr) return;
+    const size_t G = job->code->groups;
+    if (groups_written.load() != G && write_error.load() == 0)  // the encode did not report windows
+      write_out(job->parity, static_cast<size_t>(job->code->m) * G * job->leaf_size, job->out_offset);
+    if (const int err = write_error.load(); err != 0)
+      throw std::system_error(err, std::generic_category(), "writing parity to the sidecar");
+  }
+
   void finish_crcs() {
     std::sort(pieces.begin(), pieces.end(), [](const CrcPiece& x, const CrcPiece& y) {
       return x.span != y.span ? x.span < y.span : x.offset < y.offset;
@@ -119,6 +168,7 @@ struct Context {
 };
 
 void hook_fn(void* ctx, size_t a, size_t b) { static_cast<Context*>(ctx)->range(a, b); }
+void window_fn(void* ctx, size_t g0, size_t n) { static_cast<Context*>(ctx)->window_done(g0, n); }
 
 int resolve_threads(int requested, size_t len, size_t n_tasks) {
   if (len < kMinBytesForThreads || n_tasks < 2) return 1;
@@ -151,7 +201,7 @@ void scan(const uint8_t* data, size_t len, const ScanJob& job, const gf::Kernels
   Context ctx(data, job);
   const size_t L = job.leaf_size;
   if (job.code != nullptr) {
-    const gf::RangeHook hook{hook_fn, &ctx, job.populate};
+    const gf::RangeHook hook{hook_fn, &ctx, job.populate, job.out_fd >= 0 ? window_fn : nullptr};
     gf::encode(data, len, *job.code, job.parity, job.file_leaves, job.hash_loop, job.threads, kernels, &hook);
   } else if (len > 0) {
     const size_t chunk = std::max(L, kChunkBytes / L * L);
@@ -174,6 +224,7 @@ void scan(const uint8_t* data, size_t len, const ScanJob& job, const gf::Kernels
     worker();
     for (auto& th : pool) th.join();
   }
+  ctx.finish_parity();
   ctx.finish_crcs();
 }
 

@@ -35,6 +35,11 @@ struct ScanJob {
   cpu::Crc32Fn crc;
   int threads;
   bool populate;  // data is a file mapping: map each range before reading it
+  // When out_fd >= 0, parity leaf j is also written to out_fd at out_offset + j * leaf_size as soon as
+  // its group is final, and its write-back to disk is started (sync_file_range), so that a later
+  // fsync of the file has little left to wait for. Write errors throw std::system_error.
+  int out_fd = -1;
+  uint64_t out_offset = 0;
 };
 
 // Leaves in span order: the size of span_leaves.

@@ -92,6 +92,8 @@ def rs_scan_file(
     crc_spans: Sequence[tuple[int, int]],
     threads: int = 0,
     isa: str = "",
+    out_fd: int = -1,
+    out_offset: int = 0,
 ) -> tuple[int, bytes, bytes, bytes, list[int]]: ...
 def rs_reconstruct(
     data: Buffer,

@@ -269,12 +269,17 @@ def scan_file(
     crc_spans: Iterable[tuple[int, int]] = (),
     threads: int = 0,
     isa: str = "",
+    out_fd: int = -1,
+    out_offset: int = 0,
 ) -> ScannedFile:
     """Everything `protect` reads a file for, in one pass over a zero-copy mmap: the leaf digests,
     the parity (unless `redundancy` is 0), the leaf digests of each (offset, nbytes) span counted from
     the span's own start (exactly `leaf_digests` of those bytes: what a v1 tensor digest is built
     from) and the CRC-32 of each (offset, nbytes) CRC span (zip records). Each byte is loaded from
-    memory once; the extra work on it is done while it is in cache."""
+    memory once; the extra work on it is done while it is in cache.
+
+    With `out_fd` (an open file the caller owns) the parity is also written there, parity byte j at
+    `out_offset + j`, group by group during the pass (sidecar_parity.StreamedSidecar)."""
     check_leaf_size(leaf_size)
     fspath = os.fspath(path)
     span_list = [(int(o), int(n)) for o, n in spans]
@@ -293,7 +298,7 @@ def scan_file(
         k, m, groups = params.k, params.m, params.groups
     try:
         size2, leaves, parity, span_bytes, crcs = _native.rs_scan_file(
-            fspath, leaf_size, k, m, groups, span_list, crc_list, threads, isa
+            fspath, leaf_size, k, m, groups, span_list, crc_list, threads, isa, out_fd, out_offset
         )
     except ValueError:
         if os.stat(fspath).st_size != size:

@@ -9,6 +9,7 @@ the file), then writes `PATH.fastckpt` atomically. For a folder it protects ever
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,13 +230,23 @@ def _build(
     threads: int,
     progress: bool,
     redundancy: float,
+    sink: Any = None,
 ) -> tuple[FileManifest, Any, ParityParams | None, bytes]:
+    """The manifest, layout, parity parameters and parity, from one scan_file pass. With `sink` (a
+    sidecar_parity.StreamedSidecar) the parity is written into the sidecar during the pass."""
     from ._progress import Progress
-    from .parity import scan_file
+    from .parity import n_leaves_of, scan_file
 
     size = os.stat(path).st_size
     spans = list(layout.tensors)
     tensor_spans = _tensor_spans(path, size, spans)
+    out_fd, out_offset = -1, 0
+    if sink is not None and redundancy > 0:
+        params = ParityParams.from_redundancy(redundancy, n_leaves_of(size, leaf_size))
+        shape = _manifest(
+            path, layout, size, leaf_size, 0, bytes(8 * n_leaves_of(size, leaf_size)), spans, None
+        )
+        out_fd, out_offset = sink.fd, sink.bulk_start(shape, params)
     what = "protect" if redundancy > 0 else "digest"
     with Progress(f"{what} {path}", size, enabled=progress and size >= PROGRESS_MIN_BYTES) as bar:
         sc = scan_file(
@@ -245,28 +256,60 @@ def _build(
             spans=tensor_spans,
             crc_spans=[(r.offset, r.nbytes) for r in crc_records],
             threads=threads,
+            out_fd=out_fd,
+            out_offset=out_offset,
         )
         bar.update(size)
     if any(got != r.crc for got, r in zip(sc.crcs, crc_records, strict=True)):
         # Damage: let the reader describe it (its problems are what protect reports and refuses on).
         layout = read_layout(path, check_crc=True)
     d = digest_from_leaves(sc.leaf_bytes, leaf_size, sc.size)
-    tensors = _tensor_entries(spans, sc.span_leaves, leaf_size)
+    manifest = _manifest(path, layout, d.nbytes, leaf_size, d.value, d.leaf_bytes, spans, sc.span_leaves)
+    return manifest, layout, sc.params, sc.parity
+
+
+def _manifest(
+    path: str,
+    layout: Any,
+    size: int,
+    leaf_size: int,
+    file_digest: int,
+    leaf_bytes: bytes,
+    spans: list[Any],
+    span_leaves: list[bytes] | None,
+) -> FileManifest:
+    """The manifest; with span_leaves None every tensor digest is 0 (a stand-in of the final shape)."""
+    if span_leaves is None:
+        tensors = [
+            TensorEntry(
+                t.key,
+                t.dtype,
+                tuple(int(d) for d in t.shape),
+                t.offset,
+                t.nbytes,
+                t.itemsize,
+                t.storage,
+                0,
+                0,
+            )
+            for t in spans
+        ]
+    else:
+        tensors = _tensor_entries(spans, span_leaves, leaf_size)
     segments = [SegmentEntry(s.offset, s.length, s.kind, s.name) for s in layout.segments]
-    if not segments and d.nbytes:
-        segments = [SegmentEntry(0, d.nbytes, "other", None)]
-    manifest = FileManifest(
-        file_size=d.nbytes,
+    if not segments and size:
+        segments = [SegmentEntry(0, size, "other", None)]
+    return FileManifest(
+        file_size=size,
         leaf_size=leaf_size,
-        file_digest=d.value,
-        leaf_bytes=d.leaf_bytes,
+        file_digest=file_digest,
+        leaf_bytes=leaf_bytes,
         format=layout.format,
         name=os.path.basename(path),
         unsafe=sorted(set(layout.unsafe_globals)),
         tensors=tensors,
         segments=segments,
     )
-    return manifest, layout, sc.params, sc.parity
 
 
 def protect_file(
@@ -286,7 +329,7 @@ def protect_file(
     `redundancy` is the parity in percent of the file (docs/FORMAT.md 3.7; default 5, 0 = none):
     `fastckpt repair` rebuilds damaged leaves from it."""
     from .parity import MAX_REDUNDANCY, MIN_REDUNDANCY
-    from .sidecar_parity import write_sidecar_with_parity
+    from .sidecar_parity import StreamedSidecar
 
     if (
         isinstance(redundancy, bool)
@@ -329,17 +372,19 @@ def protect_file(
     problems = [_problem_json(p) for p in layout.problems if p.kind != "unsafe-pickle"]
     if problems and not force:
         return refused(layout, problems)
-    manifest, layout, params, parity = _build(
-        fspath, layout, crc_records or [], leaf_size, threads, progress, redundancy
-    )
-    # A bad CRC found by the fused pass: the reader's layout now describes it.
-    problems = [_problem_json(p) for p in layout.problems if p.kind != "unsafe-pickle"]
-    if problems and not force:
-        return refused(layout, problems)
-    if params is None:
-        write_sidecar(spath, manifest)
-    else:
-        write_sidecar_with_parity(spath, manifest, parity=parity, params=params, threads=threads)
+    # With parity the sidecar's temp file is opened first and the pass writes the parity into it.
+    with StreamedSidecar(spath) if redundancy > 0 else contextlib.nullcontext() as sink:
+        manifest, layout, params, parity = _build(
+            fspath, layout, crc_records or [], leaf_size, threads, progress, redundancy, sink
+        )
+        # A bad CRC found by the fused pass: the reader's layout now describes it.
+        problems = [_problem_json(p) for p in layout.problems if p.kind != "unsafe-pickle"]
+        if problems and not force:
+            return refused(layout, problems)
+        if params is None:
+            write_sidecar(spath, manifest)
+        else:
+            sink.finish(manifest, parity, params, threads)
     return ProtectResult(
         fspath,
         spath,
