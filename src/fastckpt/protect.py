@@ -184,6 +184,7 @@ def _stored_records(path: str) -> tuple[bool, list[_CrcRecord]] | None:
             continue
         if e.method != 0 or e.csize != e.usize:
             return None
+        assert e.data_offset is not None  # filtered above
         out.append(_CrcRecord(e.data_offset, e.csize, e.crc))
     return True, out
 
@@ -381,7 +382,7 @@ def protect_file(
         problems = [_problem_json(p) for p in layout.problems if p.kind != "unsafe-pickle"]
         if problems and not force:
             return refused(layout, problems)
-        if params is None:
+        if params is None or sink is None:
             write_sidecar(spath, manifest)
         else:
             sink.finish(manifest, parity, params, threads)
