@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -121,6 +122,7 @@ def protect_commands(folder: str, gib: float, runs: int, rep: Report) -> None:
             "three_pass": lambda p=path: _three_pass_protect(p, 5.0),
         }
         times: dict[str, list[float]] = {k: [] for k in cmds}
+        cpus: dict[str, list[float]] = {k: [] for k in cmds}
         ratios: dict[str, list[float]] = {"p5/p0": [], "p5/hash": [], "p0/hash": [], "3pass/p5": []}
         load0 = os.getloadavg()[0]
         with contextlib.redirect_stdout(io.StringIO()):
@@ -129,10 +131,12 @@ def protect_commands(folder: str, gib: float, runs: int, rep: Report) -> None:
             for _ in range(runs):
                 row = {}
                 for key, fn in cmds.items():
-                    t0 = time.perf_counter()
+                    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
                     fn()
                     row[key] = time.perf_counter() - t0
+                    r1 = resource.getrusage(resource.RUSAGE_SELF)
                     times[key].append(row[key])
+                    cpus[key].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
                 ratios["p5/p0"].append(row["protect5"] / row["protect0"])
                 ratios["p5/hash"].append(row["protect5"] / row["hash"])
                 ratios["p0/hash"].append(row["protect0"] / row["hash"])
@@ -152,9 +156,24 @@ def protect_commands(folder: str, gib: float, runs: int, rep: Report) -> None:
             "three_pass": "before: 3 passes + sidecar (same work)",
         }
         for key, label in names.items():
-            rep.add(f"{kind}: {label}", size, statistics.median(times[key]), None, file=kind)
+            rep.add(
+                f"{kind}: {label}",
+                size,
+                statistics.median(times[key]),
+                None,
+                file=kind,
+                rounds=times[key],
+                cpu_rounds=cpus[key],
+            )
+            print(
+                f"    CPU (all threads) median {statistics.median(cpus[key]):.3f} s; wall per round "
+                + " ".join(f"{t:.3f}" for t in times[key])
+            )
         for key, vals in ratios.items():
             rep.ratio(f"{kind}: {key} (wall, per-round median)", statistics.median(vals))
+        cpu_med = {k: statistics.median(v) for k, v in cpus.items()}
+        rep.ratio(f"{kind}: p5/p0 (CPU time, medians)", cpu_med["protect5"] / cpu_med["protect0"])
+        rep.ratio(f"{kind}: p5/hash (CPU time, medians)", cpu_med["protect5"] / cpu_med["hash"])
 
 
 def main(argv: list[str] | None = None) -> int:
