@@ -248,6 +248,7 @@ def test_protect_refuses_bad_crc_found_by_the_pass(tmp_path) -> None:
     for pct in (0, 5):
         res = pr.protect_file(p, redundancy=pct)
         assert not res.written and res.problems == want and not os.path.exists(p + ".fastckpt")
+        assert [f for f in os.listdir(tmp_path) if ".tmp-" in f] == []  # the streamed temp is gone
     res = pr.protect_file(p, force=True)
     assert res.written and res.problems == want
 
