@@ -13,8 +13,10 @@ is the better estimate of per-core speed, and the one-thread ratios use it. Exam
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -52,7 +54,7 @@ class Report:
         """Prints and records one figure; returns GB/s by CPU time when given (one thread), else by wall time."""
         gbps = nbytes / wall / 1e9
         row = {"name": name, "bytes": nbytes, "seconds": wall, "gb_per_s": gbps, **extra}
-        line = f"  {name:<58} {gbps:8.2f} GB/s"
+        line = f"  {name:<58} {gbps:8.2f} GB/s  {wall:7.3f} s"
         if cpu is not None and cpu > 0:
             row["cpu_gb_per_s"] = nbytes / cpu / 1e9
             line += f"   (cpu {row['cpu_gb_per_s']:6.2f} GB/s)"
@@ -70,6 +72,110 @@ def warm_buffer(nbytes: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8)
 
 
+def _three_pass_protect(path: str, redundancy: float) -> None:
+    """What `protect` did before the fused pass, for an A/B in the same run: a CRC-32 pass over the
+    zip records (read_layout(check_crc=True)), the fused hash+parity pass (rs_protect_file), a third
+    pass re-hashing every tensor's bytes, then the sidecar written and fsynced after the passes."""
+    import mmap
+
+    from fastckpt._layout import read_layout
+    from fastckpt.digest import digest_from_leaves
+    from fastckpt.parity import protect_file as parity_pass
+    from fastckpt.protect import _manifest  # the same manifest code as protect
+    from fastckpt.sidecar_parity import write_sidecar_with_parity
+
+    layout = read_layout(path, check_crc=True)
+    pf = parity_pass(path, redundancy=redundancy)
+    d = digest_from_leaves(pf.leaf_bytes, L, pf.size)
+    spans = list(layout.tensors)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        view = memoryview(mm)
+        leaves = [_native.leaf_digests(view[t.offset : t.offset + t.nbytes], L, 0) for t in spans]
+        view.release()
+    m = _manifest(path, layout, d.nbytes, L, d.value, d.leaf_bytes, spans, leaves)
+    write_sidecar_with_parity(path + ".3pass.fastckpt", m, parity=pf.parity, params=pf.params)
+
+
+def protect_commands(folder: str, gib: float, runs: int, rep: Report) -> None:
+    """`fastckpt hash`, `protect --redundancy 0` and `protect` (5%), run in this process through the
+    CLI (everything the command does minus interpreter start-up), on a hot torch.save file and a hot
+    opaque file; rounds interleave the commands so that load from other processes hits them alike,
+    and ratios are medians of per-round ratios."""
+    import contextlib
+    import io
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _util import hot_file
+    from fastckpt.cli import main as cli
+    from repair_throughput import torch_file
+
+    nbytes = int(gib * (1 << 30))
+    files = {
+        "torch": torch_file(os.path.join(folder, "bench.pt"), nbytes),
+        "opaque": hot_file(os.path.join(folder, "bench.bin"), nbytes),
+    }
+    for kind, path in files.items():
+        cmds: dict[str, Callable[[], object]] = {
+            "hash": lambda p=path: cli(["hash", p, "-q", "--json"]),
+            "protect0": lambda p=path: cli(["protect", p, "-q", "--json", "--redundancy", "0", "--force"]),
+            "protect5": lambda p=path: cli(["protect", p, "-q", "--json", "--force"]),
+            "three_pass": lambda p=path: _three_pass_protect(p, 5.0),
+        }
+        times: dict[str, list[float]] = {k: [] for k in cmds}
+        cpus: dict[str, list[float]] = {k: [] for k in cmds}
+        ratios: dict[str, list[float]] = {"p5/p0": [], "p5/hash": [], "p0/hash": [], "3pass/p5": []}
+        load0 = os.getloadavg()[0]
+        with contextlib.redirect_stdout(io.StringIO()):
+            for fn in cmds.values():
+                fn()  # warm-up
+            for _ in range(runs):
+                row = {}
+                for key, fn in cmds.items():
+                    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+                    fn()
+                    row[key] = time.perf_counter() - t0
+                    r1 = resource.getrusage(resource.RUSAGE_SELF)
+                    times[key].append(row[key])
+                    cpus[key].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+                ratios["p5/p0"].append(row["protect5"] / row["protect0"])
+                ratios["p5/hash"].append(row["protect5"] / row["hash"])
+                ratios["p0/hash"].append(row["protect0"] / row["hash"])
+                ratios["3pass/p5"].append(row["three_pass"] / row["protect5"])
+        for extra in (".fastckpt", ".3pass.fastckpt"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path + extra)
+        size = os.path.getsize(path)
+        print(
+            f"\n`fastckpt` commands on a hot {size / 2**30:.2f} GiB {kind} file, median of {runs} rounds "
+            f"(load average {load0:.1f} -> {os.getloadavg()[0]:.1f})"
+        )
+        names = {
+            "hash": "fastckpt hash",
+            "protect0": "fastckpt protect --redundancy 0",
+            "protect5": "fastckpt protect (5% parity)",
+            "three_pass": "before: 3 passes + sidecar (same work)",
+        }
+        for key, label in names.items():
+            rep.add(
+                f"{kind}: {label}",
+                size,
+                statistics.median(times[key]),
+                None,
+                file=kind,
+                rounds=times[key],
+                cpu_rounds=cpus[key],
+            )
+            print(
+                f"    CPU (all threads) median {statistics.median(cpus[key]):.3f} s; wall per round "
+                + " ".join(f"{t:.3f}" for t in times[key])
+            )
+        for key, vals in ratios.items():
+            rep.ratio(f"{kind}: {key} (wall, per-round median)", statistics.median(vals))
+        cpu_med = {k: statistics.median(v) for k, v in cpus.items()}
+        rep.ratio(f"{kind}: p5/p0 (CPU time, medians)", cpu_med["protect5"] / cpu_med["protect0"])
+        rep.ratio(f"{kind}: p5/hash (CPU time, medians)", cpu_med["protect5"] / cpu_med["hash"])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024, help="warm buffer size (default 1024)")
@@ -82,8 +188,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--dir", default="/tmp/parity-bench", help="where the hot file is written (deleted after)"
     )
+    ap.add_argument(
+        "--commands-gib",
+        type=float,
+        default=2.0,
+        help="hot torch/opaque file size for the whole-command protect vs hash rounds; 0 skips",
+    )
+    ap.add_argument("--command-runs", type=int, default=5, help="rounds of the command comparison")
+    ap.add_argument("--commands-only", action="store_true", help="only the whole-command comparison")
+    ap.add_argument("--keep", action="store_true", help="keep the command comparison's hot files in --dir")
     ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     args = ap.parse_args(argv)
+    if args.commands_only:
+        rep = Report()
+        os.makedirs(args.dir, exist_ok=True)
+        try:
+            protect_commands(args.dir, args.commands_gib, args.command_runs, rep)
+        finally:
+            if not args.keep:
+                for name in ("bench.pt", "bench.bin"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(args.dir, name))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"rows": rep.rows}, f, indent=1)
+        return 0
 
     threads_all = os.cpu_count() or 1
     rep = Report()
@@ -236,6 +365,15 @@ def main(argv: list[str] | None = None) -> int:
             file_ratio = p_wall / h_wall
         finally:
             os.unlink(path)
+
+    if args.commands_gib > 0:
+        try:
+            protect_commands(args.dir, args.commands_gib, args.command_runs, rep)
+        finally:
+            if not args.keep:
+                for name in ("bench.pt", "bench.bin"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(args.dir, name))
 
     print("\nratios")
     d1 = enc_gbps[(args.redundancy[0], 1)]

@@ -25,6 +25,7 @@
 #include "cpu/cuda_emulation.hpp"
 #include "cpu/diff.hpp"
 #include "cpu/gf256.hpp"  // Reed-Solomon parity
+#include "cpu/parity_scan.hpp"  // the fused protect pass
 #include "cpu/mapped_file.hpp"
 #include "cpu/sum_squares.hpp"
 #include "cpu/sumsq.hpp"
@@ -528,6 +529,91 @@ PYBIND11_MODULE(_native, m) {
         py::arg("isa") = "",
         "mmap a file and return (size, leaf digests, parity) as rs_protect. k, m and groups must fit the\n"
         "file's size at the time it is opened (ValueError otherwise).");
+
+    // The fused protect pass: with m == 0 there is no parity (k and groups are ignored).
+    auto rs_scan_impl = [=](const uint8_t* data, size_t size, size_t leaf_size, int k, int m_, size_t groups,
+                            const std::vector<std::pair<uint64_t, uint64_t>>& spans,
+                            const std::vector<std::pair<uint64_t, uint64_t>>& crc_spans, int threads,
+                            const std::string& isa, bool populate, int out_fd, uint64_t out_offset) {
+      const gf::Kernels& kern = rs_kernels(isa);
+      auto loop = loop_for("");
+      check_leaf_size(leaf_size);
+      if (m_ < 0) throw py::value_error("m must be >= 0 (0: no parity), got " + std::to_string(m_));
+      gf::Code code{leaf_size, k, m_, groups};
+      if (m_ > 0) code = rs_code(size, leaf_size, k, m_, groups);
+      parity::ScanJob job{};
+      job.leaf_size = leaf_size;
+      job.code = m_ > 0 ? &code : nullptr;
+      for (const auto& [o, n] : spans) job.leaf_spans.push_back({o, n});
+      for (const auto& [o, n] : crc_spans) job.crc_spans.push_back({o, n});
+      job.hash_loop = loop;
+      job.crc = cpu::crc32_for("");
+      job.threads = threads;
+      job.populate = populate;
+      job.out_fd = m_ > 0 ? out_fd : -1;
+      job.out_offset = out_offset;
+      py::bytes par = new_bytes(m_ > 0 ? static_cast<size_t>(m_) * groups * leaf_size : 0);
+      py::bytes leaves = new_bytes((size + leaf_size - 1) / leaf_size * 8);
+      py::bytes span_leaves = new_bytes(parity::total_span_leaves(job.leaf_spans, leaf_size) * 8);
+      std::vector<uint32_t> crcs(crc_spans.size());
+      job.parity = bytes_ptr(par);
+      job.file_leaves = reinterpret_cast<uint64_t*>(bytes_ptr(leaves));
+      job.span_leaves = reinterpret_cast<uint64_t*>(bytes_ptr(span_leaves));
+      job.crcs = crcs.data();
+      try {
+        py::gil_scoped_release release;
+        parity::scan(data, size, job, kern);
+      } catch (const std::invalid_argument& e) {
+        throw py::value_error(e.what());
+      } catch (const std::system_error& e) {
+        errno = e.code().value();
+        PyErr_SetFromErrno(PyExc_OSError);
+        throw py::error_already_set();
+      }
+      return py::make_tuple(size, leaves, par, span_leaves, crcs);
+    };
+
+    m.def(
+        "rs_scan",
+        [=](const py::object& data, size_t leaf_size, int k, int m_, size_t groups,
+            const std::vector<std::pair<uint64_t, uint64_t>>& spans,
+            const std::vector<std::pair<uint64_t, uint64_t>>& crc_spans, int threads, const std::string& isa) {
+          BufferView buf(data);
+          return rs_scan_impl(buf.data(), buf.size(), leaf_size, k, m_, groups, spans, crc_spans, threads, isa, false,
+                              -1, 0);
+        },
+        py::arg("data"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"), py::arg("spans"),
+        py::arg("crc_spans"), py::arg("threads") = 0, py::arg("isa") = "",
+        "One pass over a C-contiguous buffer: returns (size, leaf digests, parity, span leaf digests, crcs).\n"
+        "Leaf digests and parity are those of rs_protect (m == 0: no parity, b''); span leaf digests are\n"
+        "leaf_digests(data[o:o+n]) of every (o, n) in spans, concatenated; crcs[i] is zlib.crc32 of\n"
+        "crc_spans[i]. Every span must lie inside the buffer (ValueError otherwise).");
+
+    m.def(
+        "rs_scan_file",
+        [=](const std::string& path, size_t leaf_size, int k, int m_, size_t groups,
+            const std::vector<std::pair<uint64_t, uint64_t>>& spans,
+            const std::vector<std::pair<uint64_t, uint64_t>>& crc_spans, int threads, const std::string& isa,
+            int out_fd, uint64_t out_offset) {
+          std::unique_ptr<cpu::MappedFile> file;
+          try {
+            py::gil_scoped_release release;
+            file = std::make_unique<cpu::MappedFile>(path);
+          } catch (const std::system_error& e) {
+            errno = e.code().value();
+            PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
+            throw py::error_already_set();
+          }
+          return rs_scan_impl(file->data(), file->size(), leaf_size, k, m_, groups, spans, crc_spans, threads, isa,
+                              true, out_fd, out_offset);
+        },
+        py::arg("path"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"), py::arg("spans"),
+        py::arg("crc_spans"), py::arg("threads") = 0, py::arg("isa") = "", py::arg("out_fd") = -1,
+        py::arg("out_offset") = 0,
+        "rs_scan over an mmap of the file. k, m, groups and the spans must fit the file's size at the time\n"
+        "it is opened (ValueError otherwise). With out_fd >= 0 (an open, writable file descriptor the caller\n"
+        "keeps open) the parity is also written there, parity byte j at out_offset + j, group by group as\n"
+        "it is computed, with write-back started early (OSError on a write error).");
 
     m.def(
         "rs_reconstruct",

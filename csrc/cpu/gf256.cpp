@@ -117,6 +117,10 @@ constexpr size_t kBatch = 8;
 // Adjacent groups processed together by one task (their leaves are neighbours in memory): 2 measured
 // a few percent faster than 1 or 4.
 constexpr size_t kWindow = 2;
+// With a RangeHook: its work on a leaf (a tensor leaf that starts in it) may read into the next one,
+// which is in the same window, hence read anyway, unless the leaf is the last of its window's row;
+// wider windows waste less. 2, 4 and 8 measured alike on a 2-vCPU Xeon; 4 wastes at most 1/8.
+constexpr size_t kHookWindow = 4;
 // Below this much input, starting threads costs more than it saves.
 constexpr size_t kMinBytesForThreads = size_t{8} << 20;
 
@@ -272,7 +276,7 @@ void check_code(const Code& code, uint64_t size) {
 }
 
 void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, uint64_t* digests,
-            cpu::LongAccumulateFn hash_loop, int threads, const Kernels& kernels) {
+            cpu::LongAccumulateFn hash_loop, int threads, const Kernels& kernels, const RangeHook* hook) {
   check_code(code, len);
   const size_t L = code.leaf_size, G = code.groups;
   const size_t k = static_cast<size_t>(code.k), m = static_cast<size_t>(code.m);
@@ -291,7 +295,7 @@ void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, 
                      code.m <= kMaxFusedRows && kBatch <= static_cast<size_t>(kMaxFusedSources);
   const uint8_t* secret = xxh3::default_secret();
   const size_t n_tiles = (L + tile - 1) / tile;
-  const size_t W = kWindow, n_windows = (G + W - 1) / W;
+  const size_t W = hook != nullptr ? kHookWindow : kWindow, n_windows = (G + W - 1) / W;
   const int n_threads = resolve_threads(threads, len, n_windows * n_tiles);
   parallel_for(n_windows * n_tiles, n_threads, [&](size_t task) {
     const size_t g0 = (task / n_tiles) * W, col = (task % n_tiles) * tile;
@@ -311,6 +315,18 @@ void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, 
     src.reserve(kBatch);
     std::vector<uint64_t> lanes(8 * kBatch);
     for (size_t s0 = 0; s0 < k && s0 * G + g0 < n; s0 += kBatch) {
+      const size_t s_end = std::min(k, s0 + kBatch);
+      // Row s of this window is one contiguous run of the data: leaves s * G + g0 .. + n_groups.
+      auto row_range = [&](size_t s, size_t& a, size_t& b) {
+        a = (s * G + g0) * L;
+        b = std::min<size_t>(std::min<uint64_t>(s * G + g0 + n_groups, n) * L, len);
+      };
+      if (hook != nullptr && hook->populate && col == 0)
+        for (size_t s = s0; s < s_end && s * G + g0 < n; ++s) {
+          size_t a, b;
+          row_range(s, a, b);
+          cpu::populate_range(data + a, b - a);
+        }
       for (size_t u = 0; u < n_groups; ++u) {
         const size_t g = g0 + u;
         if (s0 * G + g >= n) break;
@@ -350,8 +366,16 @@ void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, 
             digests[(s0 + j) * G + g] = cpu::hash64(data + off, std::min<size_t>(L, len - off), hash_loop);
           }
         }
+        // The hook's work on these leaves, while they are in cache (a leaf of its own per call, so
+        // that what it reads is what the kernel just read, however wide the window is).
+        if (hook != nullptr && col + width == L)
+          for (size_t j = 0; j < src.size(); ++j) {
+            const size_t off = ((s0 + j) * G + g) * L;
+            hook->fn(hook->ctx, off, std::min(off + L, len));
+          }
       }
     }
+    if (hook != nullptr && hook->window_done != nullptr && n_tiles == 1) hook->window_done(hook->ctx, g0, n_groups);
   });
 }
 

@@ -13,6 +13,11 @@
 
 #include "backend.hpp"
 
+namespace fastckpt::cpu {
+// Maps [p, p + n) of a file mapping up front (leaf_hash.cpp; a no-op where the kernel cannot).
+void populate_range(const uint8_t* p, size_t n);
+}  // namespace fastckpt::cpu
+
 namespace fastckpt::gf {
 
 constexpr unsigned kPolynomial = 0x11D;  // x^8 + x^4 + x^3 + x^2 + 1; 2 generates the multiplicative group
@@ -100,12 +105,26 @@ struct Code {
 // n = ceil(size / leaf_size) leaves (so G = 0 exactly when size = 0).
 void check_code(const Code& code, uint64_t size);
 
+// Work that rides along with encode's pass over the data (see parity_scan.cpp): `fn(ctx, begin, end)`
+// is called on a worker thread for contiguous byte ranges [begin, end) of the data that the task has
+// just read (so they are in cache); over the whole call the ranges partition [0, len). `populate`
+// asks the kernel to map each range of a file mapping before it is read (one madvise instead of a
+// page fault per few pages).
+// `window_done(ctx, g0, n)`, when not null, is called once the parity of groups [g0, g0 + n) is final
+// (every group exactly once, unless the leaves are cut into several tiles: then never).
+struct RangeHook {
+  void (*fn)(void* ctx, size_t begin, size_t end);
+  void* ctx;
+  bool populate;
+  void (*window_done)(void* ctx, size_t g0, size_t n_groups);
+};
+
 // Parity of data[0, len): m * G leaves of leaf_size bytes, leaf j = r * G + g, written to `parity`.
 // When `digests` is not null, the XXH3-64 of every data leaf is written there as well (with
 // `hash_loop`), in the same pass over memory: each leaf is hashed just before it is multiplied in,
 // while it is in cache.
 void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, uint64_t* digests,
-            cpu::LongAccumulateFn hash_loop, int threads, const Kernels& kernels);
+            cpu::LongAccumulateFn hash_loop, int threads, const Kernels& kernels, const RangeHook* hook = nullptr);
 
 // XOR parity with the same interleaving (G leaves, leaf g = XOR of the group's data leaves).
 void xor_encode(const uint8_t* data, size_t len, size_t leaf_size, size_t groups, uint8_t* parity, int threads,

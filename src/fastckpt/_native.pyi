@@ -71,6 +71,30 @@ def rs_protect(
 def rs_protect_file(
     path: str, leaf_size: int, k: int, m: int, groups: int, threads: int = 0, isa: str = ""
 ) -> tuple[int, bytes, bytes]: ...
+def rs_scan(
+    data: Buffer,
+    leaf_size: int,
+    k: int,
+    m: int,
+    groups: int,
+    spans: Sequence[tuple[int, int]],
+    crc_spans: Sequence[tuple[int, int]],
+    threads: int = 0,
+    isa: str = "",
+) -> tuple[int, bytes, bytes, bytes, list[int]]: ...
+def rs_scan_file(
+    path: str,
+    leaf_size: int,
+    k: int,
+    m: int,
+    groups: int,
+    spans: Sequence[tuple[int, int]],
+    crc_spans: Sequence[tuple[int, int]],
+    threads: int = 0,
+    isa: str = "",
+    out_fd: int = -1,
+    out_offset: int = 0,
+) -> tuple[int, bytes, bytes, bytes, list[int]]: ...
 def rs_reconstruct(
     data: Buffer,
     size: int,

@@ -248,6 +248,73 @@ def protect_file(
 
 
 @dataclass(frozen=True)
+class ScannedFile:
+    """What scan_file computed in its one pass over a file."""
+
+    size: int
+    leaf_size: int
+    params: ParityParams | None  # None: no parity was asked for (redundancy 0)
+    leaf_bytes: bytes = field(repr=False)
+    parity: bytes = field(repr=False)
+    span_leaves: list[bytes] = field(repr=False)  # leaf digests of each span, packed little-endian u64
+    crcs: list[int] = field(repr=False)  # zlib.crc32 of each CRC span
+
+
+def scan_file(
+    path: str | os.PathLike[str],
+    *,
+    leaf_size: int = DEFAULT_LEAF_SIZE,
+    redundancy: float = DEFAULT_REDUNDANCY,
+    spans: Iterable[tuple[int, int]] = (),
+    crc_spans: Iterable[tuple[int, int]] = (),
+    threads: int = 0,
+    isa: str = "",
+    out_fd: int = -1,
+    out_offset: int = 0,
+) -> ScannedFile:
+    """Everything `protect` reads a file for, in one pass over a zero-copy mmap: the leaf digests,
+    the parity (unless `redundancy` is 0), the leaf digests of each (offset, nbytes) span counted from
+    the span's own start (exactly `leaf_digests` of those bytes: what a v1 tensor digest is built
+    from) and the CRC-32 of each (offset, nbytes) CRC span (zip records). Each byte is loaded from
+    memory once; the extra work on it is done while it is in cache.
+
+    With `out_fd` (an open file the caller owns) the parity is also written there, parity byte j at
+    `out_offset + j`, group by group during the pass (sidecar_parity.StreamedSidecar)."""
+    check_leaf_size(leaf_size)
+    fspath = os.fspath(path)
+    span_list = [(int(o), int(n)) for o, n in spans]
+    crc_list = [(int(o), int(n)) for o, n in crc_spans]
+    size = os.stat(fspath).st_size
+    for what, lst in (("span", span_list), ("CRC span", crc_list)):
+        for o, n in lst:
+            if o < 0 or n < 0 or o + n > size:
+                raise InputError(
+                    fspath, o, f"a {what} inside the {size}-byte file, got {n} bytes at offset {o}"
+                )
+    params: ParityParams | None = None
+    k = m = groups = 0
+    if redundancy:
+        params = ParityParams.from_redundancy(redundancy, n_leaves_of(size, leaf_size))
+        k, m, groups = params.k, params.m, params.groups
+    try:
+        size2, leaves, parity, span_bytes, crcs = _native.rs_scan_file(
+            fspath, leaf_size, k, m, groups, span_list, crc_list, threads, isa, out_fd, out_offset
+        )
+    except ValueError:
+        if os.stat(fspath).st_size != size:
+            raise InputError(fspath, None, "a file that does not change while it is protected") from None
+        raise
+    out: list[bytes] = []
+    pos = 0
+    with memoryview(span_bytes) as view:
+        for _, n in span_list:
+            count = n_leaves_of(n, leaf_size) * 8
+            out.append(bytes(view[pos : pos + count]))
+            pos += count
+    return ScannedFile(size2, leaf_size, params, leaves, parity, out, list(crcs))
+
+
+@dataclass(frozen=True)
 class GroupLoss:
     """One group that lost more leaves than it has usable parity."""
 
@@ -372,6 +439,7 @@ __all__ = [
     "ParityParams",
     "ProtectedFile",
     "Reconstruction",
+    "ScannedFile",
     "UnrecoverableLeavesError",
     "encode_file_parity",
     "leaf_span",
@@ -379,4 +447,5 @@ __all__ = [
     "protect_buffer",
     "protect_file",
     "reconstruct_leaves",
+    "scan_file",
 ]

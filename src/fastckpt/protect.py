@@ -9,19 +9,17 @@ the file), then writes `PATH.fastckpt` atomically. For a folder it protects ever
 
 from __future__ import annotations
 
-import mmap
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _native
 from ._layout import OpaqueLayout, folder_file_format, read_dir_layout, read_layout, walk_files
 from .digest import (
     DEFAULT_LEAF_SIZE,
     PROGRESS_MIN_BYTES,
     check_leaf_size,
     digest_from_leaves,
-    hash_file,
 )
 from .errors import InputError, UsageError
 from .parity import DEFAULT_REDUNDANCY as DEFAULT_REDUNDANCY  # the default of `fastckpt protect`
@@ -95,54 +93,100 @@ def _prod(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _tensor_entries(
-    path: str, size: int, spans: list[Any], leaf_size: int, threads: int, progress: bool = False
-) -> list[TensorEntry]:
-    """v1 digests of each tensor's bytes, read through one mmap of the file."""
-    if not spans:
-        return []
-    from ._progress import Progress
+def _tensor_spans(path: str, size: int, spans: list[Any]) -> list[tuple[int, int]]:
+    for t in spans:
+        if t.offset < 0 or t.nbytes < 0 or t.offset + t.nbytes > size:
+            raise InputError(
+                path,
+                t.offset,
+                f"expected tensor {t.key} to lie inside the {size}-byte file ({t.nbytes} bytes)",
+            )
+    return [(int(t.offset), int(t.nbytes)) for t in spans]
 
+
+def _tensor_entries(spans: list[Any], leaves_of: list[bytes], leaf_size: int) -> list[TensorEntry]:
+    """v1 digests of each tensor's bytes from its leaf digests (leaves counted from the tensor's start)."""
     out: list[TensorEntry] = []
-    total = sum(max(t.nbytes, 0) for t in spans)
-    bar = Progress(f"digest tensors of {path}", total, enabled=progress and total >= PROGRESS_MIN_BYTES)
-    with open(path, "rb") as f, bar:
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-        view = memoryview(mm) if mm is not None else memoryview(b"")
-        try:
-            for t in spans:
-                if t.offset < 0 or t.nbytes < 0 or t.offset + t.nbytes > size:
-                    raise InputError(
-                        path,
-                        t.offset,
-                        f"expected tensor {t.key} to lie inside the {size}-byte file ({t.nbytes} bytes)",
-                    )
-                shape = tuple(int(d) for d in t.shape)
-                dense = _prod(shape) * t.itemsize == t.nbytes
-                leaves = _native.leaf_digests(view[t.offset : t.offset + t.nbytes], leaf_size, threads)
-                if dense:
-                    d = digest_from_leaves(leaves, leaf_size, t.nbytes, t.dtype, shape)
-                else:
-                    d = digest_from_leaves(leaves, leaf_size, t.nbytes)
-                bar.update(t.nbytes)
-                out.append(
-                    TensorEntry(
-                        t.key,
-                        t.dtype,
-                        shape,
-                        t.offset,
-                        t.nbytes,
-                        t.itemsize,
-                        t.storage,
-                        d.value,
-                        0 if dense else TENSOR_RAW_RANGE,
-                    )
-                )
-        finally:
-            view.release()
-            if mm is not None:
-                mm.close()
+    for t, leaves in zip(spans, leaves_of, strict=True):
+        shape = tuple(int(d) for d in t.shape)
+        dense = _prod(shape) * t.itemsize == t.nbytes
+        if dense:
+            d = digest_from_leaves(leaves, leaf_size, t.nbytes, t.dtype, shape)
+        else:
+            d = digest_from_leaves(leaves, leaf_size, t.nbytes)
+        out.append(
+            TensorEntry(
+                t.key,
+                t.dtype,
+                shape,
+                t.offset,
+                t.nbytes,
+                t.itemsize,
+                t.storage,
+                d.value,
+                0 if dense else TENSOR_RAW_RANGE,
+            )
+        )
     return out
+
+
+@dataclass(frozen=True)
+class _CrcRecord:
+    offset: int
+    nbytes: int
+    crc: int
+
+
+def _layout_for_scan(path: str) -> tuple[Any, list[_CrcRecord] | None]:
+    """The reader layout of `path` without its zip CRC pass, and the stored records whose CRC-32 the
+    fused protect pass must check instead (None: the reader must check them itself, as
+    read_layout(check_crc=True) does; then the layout returned is that one).
+
+    The fused pass covers exactly the records `formats._zip.check_crcs` checks by reading them
+    (stored, not encrypted, both sizes equal); anything else (deflated records, a damaged or
+    recovered directory, a DCP shard) goes through the reader, so the layout and its problems are
+    always those of read_layout(path, check_crc=True)."""
+    layout = read_layout(path, check_crc=False)
+    if layout.format not in ("zip", "torch-zip"):
+        if layout.format == "dcp-shard":
+            return read_layout(path, check_crc=True), None
+        return layout, []  # no CRCs in the other formats
+    found = _stored_records(path)
+    if found is None:
+        return read_layout(path, check_crc=True), None
+    recorded, records = found
+    layout.info["crc_recorded"] = recorded
+    return layout, records
+
+
+def _stored_records(path: str) -> tuple[bool, list[_CrcRecord]] | None:
+    """check_crcs' work list for a local zip file: (whether the archive records CRCs, the records
+    to check), or None when the reader must do it."""
+    try:
+        from .formats._io import FileView
+        from .formats._zip import read_zip
+    except ImportError:  # pragma: no cover - a refactor of the readers: stay correct, lose speed
+        return None
+    try:
+        with FileView(path) as fv:
+            zi = read_zip(fv)
+    except Exception:
+        return None
+    if zi.truncated or zi.problems or any(e.recovered for e in zi.entries):
+        return None
+    entries = [e for e in zi.entries if e.data_offset is not None and e.data_end <= zi.end]
+    nonempty = [e for e in entries if e.usize > 0]
+    if nonempty and all(e.crc == 0 for e in nonempty):
+        return False, []  # torch.save(compute_crc32=False): nothing to check
+    out: list[_CrcRecord] = []
+    for e in entries:
+        if e.flags & 0x1:  # encrypted: check_crcs skips it too
+            continue
+        if e.method != 0 or e.csize != e.usize:
+            return None
+        assert e.data_offset is not None  # filtered above
+        out.append(_CrcRecord(e.data_offset, e.csize, e.crc))
+    return True, out
 
 
 def build_manifest(
@@ -170,36 +214,103 @@ def build_manifest_with_parity(
     redundancy: float = 0.0,
 ) -> tuple[FileManifest, Any, ParityParams | None, bytes]:
     """The manifest of `path`, the reader layout it was built from, and (when `redundancy` > 0) the
-    parity parameters and parity bytes, computed in the same pass over the file as the leaf digests."""
+    parity parameters and parity bytes. One native pass over the file computes the leaf digests, the
+    parity, every tensor's leaf digests and (when `layout` is not given) the zip records' CRC-32."""
     check_leaf_size(leaf_size)
+    crc_records: list[_CrcRecord] | None = []
     if layout is None:
-        layout = read_layout(path, check_crc=True)
-    params: ParityParams | None = None
-    parity = b""
-    if redundancy > 0:
-        from .parity import protect_file as parity_pass
+        layout, crc_records = _layout_for_scan(path)
+    return _build(path, layout, crc_records or [], leaf_size, threads, progress, redundancy)
 
-        pf = parity_pass(path, leaf_size=leaf_size, redundancy=redundancy, threads=threads)
-        params, parity = pf.params, pf.parity
-        d = digest_from_leaves(pf.leaf_bytes, leaf_size, pf.size)
+
+def _build(
+    path: str,
+    layout: Any,
+    crc_records: list[_CrcRecord],
+    leaf_size: int,
+    threads: int,
+    progress: bool,
+    redundancy: float,
+    sink: Any = None,
+) -> tuple[FileManifest, Any, ParityParams | None, bytes]:
+    """The manifest, layout, parity parameters and parity, from one scan_file pass. With `sink` (a
+    sidecar_parity.StreamedSidecar) the parity is written into the sidecar during the pass."""
+    from ._progress import Progress
+    from .parity import n_leaves_of, scan_file
+
+    size = os.stat(path).st_size
+    spans = list(layout.tensors)
+    tensor_spans = _tensor_spans(path, size, spans)
+    out_fd, out_offset = -1, 0
+    if sink is not None and redundancy > 0:
+        params = ParityParams.from_redundancy(redundancy, n_leaves_of(size, leaf_size))
+        shape = _manifest(
+            path, layout, size, leaf_size, 0, bytes(8 * n_leaves_of(size, leaf_size)), spans, None
+        )
+        out_fd, out_offset = sink.fd, sink.bulk_start(shape, params)
+    what = "protect" if redundancy > 0 else "digest"
+    with Progress(f"{what} {path}", size, enabled=progress and size >= PROGRESS_MIN_BYTES) as bar:
+        sc = scan_file(
+            path,
+            leaf_size=leaf_size,
+            redundancy=redundancy,
+            spans=tensor_spans,
+            crc_spans=[(r.offset, r.nbytes) for r in crc_records],
+            threads=threads,
+            out_fd=out_fd,
+            out_offset=out_offset,
+        )
+        bar.update(size)
+    if any(got != r.crc for got, r in zip(sc.crcs, crc_records, strict=True)):
+        # Damage: let the reader describe it (its problems are what protect reports and refuses on).
+        layout = read_layout(path, check_crc=True)
+    d = digest_from_leaves(sc.leaf_bytes, leaf_size, sc.size)
+    manifest = _manifest(path, layout, d.nbytes, leaf_size, d.value, d.leaf_bytes, spans, sc.span_leaves)
+    return manifest, layout, sc.params, sc.parity
+
+
+def _manifest(
+    path: str,
+    layout: Any,
+    size: int,
+    leaf_size: int,
+    file_digest: int,
+    leaf_bytes: bytes,
+    spans: list[Any],
+    span_leaves: list[bytes] | None,
+) -> FileManifest:
+    """The manifest; with span_leaves None every tensor digest is 0 (a stand-in of the final shape)."""
+    if span_leaves is None:
+        tensors = [
+            TensorEntry(
+                t.key,
+                t.dtype,
+                tuple(int(d) for d in t.shape),
+                t.offset,
+                t.nbytes,
+                t.itemsize,
+                t.storage,
+                0,
+                0,
+            )
+            for t in spans
+        ]
     else:
-        d = hash_file(path, leaf_size=leaf_size, threads=threads, progress=progress)
-    tensors = _tensor_entries(path, d.nbytes, list(layout.tensors), leaf_size, threads, progress)
+        tensors = _tensor_entries(spans, span_leaves, leaf_size)
     segments = [SegmentEntry(s.offset, s.length, s.kind, s.name) for s in layout.segments]
-    if not segments and d.nbytes:
-        segments = [SegmentEntry(0, d.nbytes, "other", None)]
-    manifest = FileManifest(
-        file_size=d.nbytes,
+    if not segments and size:
+        segments = [SegmentEntry(0, size, "other", None)]
+    return FileManifest(
+        file_size=size,
         leaf_size=leaf_size,
-        file_digest=d.value,
-        leaf_bytes=d.leaf_bytes,
+        file_digest=file_digest,
+        leaf_bytes=leaf_bytes,
         format=layout.format,
         name=os.path.basename(path),
         unsafe=sorted(set(layout.unsafe_globals)),
         tensors=tensors,
         segments=segments,
     )
-    return manifest, layout, params, parity
 
 
 def protect_file(
@@ -219,7 +330,7 @@ def protect_file(
     `redundancy` is the parity in percent of the file (docs/FORMAT.md 3.7; default 5, 0 = none):
     `fastckpt repair` rebuilds damaged leaves from it."""
     from .parity import MAX_REDUNDANCY, MIN_REDUNDANCY
-    from .sidecar_parity import write_sidecar_with_parity
+    from .sidecar_parity import StreamedSidecar
 
     if (
         isinstance(redundancy, bool)
@@ -237,11 +348,14 @@ def protect_file(
         raise InputError(fspath, None, "expected a file to protect, but it does not exist")
     if fspath.endswith(SIDECAR_SUFFIX) and sidecar is None:
         raise InputError(fspath, None, "expected a checkpoint, found a fastckpt sidecar (it protects itself)")
+    check_leaf_size(leaf_size)
+    crc_records: list[_CrcRecord] | None = []
     if layout is None:
-        layout = read_layout(fspath, check_crc=True)
-    problems = [_problem_json(p) for p in layout.problems if p.kind != "unsafe-pickle"]
+        # The zip CRC-32 check is left to the fused pass below (one read of the file, not two).
+        layout, crc_records = _layout_for_scan(fspath)
     spath = sidecar or sidecar_path_for(fspath)
-    if problems and not force:
+
+    def refused(layout: Any, problems: list[dict[str, Any]]) -> ProtectResult:
         return ProtectResult(
             fspath,
             None,
@@ -255,13 +369,23 @@ def protect_file(
             problems,
             written=False,
         )
-    manifest, _, params, parity = build_manifest_with_parity(
-        fspath, leaf_size=leaf_size, threads=threads, progress=progress, layout=layout, redundancy=redundancy
-    )
-    if params is None:
-        write_sidecar(spath, manifest)
-    else:
-        write_sidecar_with_parity(spath, manifest, parity=parity, params=params, threads=threads)
+
+    problems = [_problem_json(p) for p in layout.problems if p.kind != "unsafe-pickle"]
+    if problems and not force:
+        return refused(layout, problems)
+    # With parity the sidecar's temp file is opened first and the pass writes the parity into it.
+    with StreamedSidecar(spath) if redundancy > 0 else contextlib.nullcontext() as sink:
+        manifest, layout, params, parity = _build(
+            fspath, layout, crc_records or [], leaf_size, threads, progress, redundancy, sink
+        )
+        # A bad CRC found by the fused pass: the reader's layout now describes it.
+        problems = [_problem_json(p) for p in layout.problems if p.kind != "unsafe-pickle"]
+        if problems and not force:
+            return refused(layout, problems)
+        if params is None or sink is None:
+            write_sidecar(spath, manifest)
+        else:
+            sink.finish(manifest, parity, params, threads)
     return ProtectResult(
         fspath,
         spath,

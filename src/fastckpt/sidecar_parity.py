@@ -266,15 +266,16 @@ def _sidecar_parts(
     return _container_parts(base, parity)
 
 
-def _container_parts(manifest: FileManifest, bulk: Any) -> list[Any]:
+def _container_parts(manifest: FileManifest, bulk: Any, bulk_len: int | None = None) -> list[Any]:
     """encode_sidecar(manifest, bulk=bulk) as [head, bulk, tail], so that the bulk is never copied
-    (tests check that the parts join to exactly encode_sidecar's bytes)."""
+    (tests check that the parts join to exactly encode_sidecar's bytes). With `bulk_len`, `bulk` is
+    not looked at (a stand-in for bytes not computed yet)."""
     from .sidecar import _copy, _encode_file_sections, _locator
 
     sections = _encode_file_sections(manifest)
     copy_a = _copy(KIND_FILE, 0, sections)
     copy_b = _copy(KIND_FILE, 1, sections)
-    n = memoryview(bulk).nbytes
+    n = memoryview(bulk).nbytes if bulk_len is None else bulk_len
     b_off = copy_b_offset(len(copy_a), n)
     a, b = (COPY_A_OFFSET, len(copy_a)), (b_off, len(copy_b))
     start = bulk_offset(len(copy_a))
@@ -282,6 +283,87 @@ def _container_parts(manifest: FileManifest, bulk: Any) -> list[Any]:
     head += bytes(start - len(head))
     tail = bytes(b_off - start - n) + copy_b + _locator(TRAILER_MAGIC, KIND_FILE, a, b, n)
     return [head, bulk, tail]
+
+
+class StreamedSidecar:
+    """A sidecar whose parity is written while it is computed.
+
+    The temp file is created first; `bulk_start(shape, params)` says where the parity will go (from
+    a manifest of the final shape: every digest may still be 0, only lengths matter); the fused
+    protect pass writes the parity there as each group is finished and starts its write-back
+    (`parity.scan_file(out_fd=...)`); `finish` then writes the two manifest copies around it, fsyncs,
+    renames and fsyncs the folder: the bytes and the atomic protocol are exactly those of
+    write_sidecar_with_parity, but most of the parity reaches the disk during the pass instead of in
+    the final fsync. `abort` removes the temp file. Use it in a `with` block (abort unless finished).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.folder = os.path.dirname(os.path.abspath(self.path))
+        self.tmp = os.path.join(self.folder, f".{os.path.basename(self.path)}.tmp-{os.getpid()}")
+        self.fd: int | None = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self.start: int | None = None
+
+    def __enter__(self) -> StreamedSidecar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+    def bulk_start(self, shape: FileManifest, params: ParityParams) -> int:
+        n = params.parity_nbytes(shape.leaf_size)
+        stand_in = bytes(8 * params.parity_leaves)  # parity leaf digests: only their length matters
+        sec = ParitySection(params, 0, shape.file_size, shape.leaf_size, PARITY_BULK_OFFSET, n, stand_in)
+        base = _manifest_without_parity(shape)
+        base.extra = [*base.extra, Section(SEC_PARITY, 0, encode_parity_section(sec))]
+        self.start = len(_container_parts(base, b"", bulk_len=n)[0])
+        return self.start
+
+    def finish(self, manifest: FileManifest, parity: bytes, params: ParityParams, threads: int = 0) -> None:
+        """Completes the sidecar, whose parity bytes the pass already wrote at bulk_start."""
+        assert self.fd is not None, "finish() after abort()"
+        parts = _sidecar_parts(
+            manifest, None, redundancy=DEFAULT_REDUNDANCY, parity=parity, params=params, threads=threads
+        )
+        head, bulk, tail = parts
+        fd = self.fd
+        if self.start is not None and len(head) == self.start:
+            _pwrite_all(fd, head, 0)
+            _pwrite_all(fd, tail, self.start + len(bulk))
+        else:  # the shape given to bulk_start was not the final one: write everything again
+            os.ftruncate(fd, 0)
+            pos = 0
+            for part in parts:
+                _pwrite_all(fd, part, pos)
+                pos += memoryview(part).nbytes
+        os.fsync(fd)
+        os.close(fd)
+        self.fd = None
+        try:
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
+            raise
+        dfd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def abort(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
+
+
+def _pwrite_all(fd: int, data: Any, offset: int) -> None:
+    view = memoryview(data)
+    while view.nbytes:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def _atomic_write_parts(path: str, parts: list[Any]) -> None:
