@@ -23,7 +23,12 @@ FLOATS = sorted(FLOAT_FORMATS)
 
 
 def native(a: bytes | memoryview, b: bytes | memoryview, dtype: str, threads: int = 0) -> dict:
-    return dict(_native.diff_buffers(a, b, dtype, threads))
+    """The kernel's statistics, ||A||^2 ("sum_sq_a") included."""
+    return dict(_native.diff_buffers(a, b, dtype, threads, norm_a=True))
+
+
+def reference(a: bytes | memoryview, b: bytes | memoryview, dtype: str) -> dict:
+    return reference_diff(a, b, dtype, norm_a=True)
 
 
 def mutate(data: bytes, fraction: float, seed: int) -> bytes:
@@ -54,7 +59,7 @@ def test_random_bits_every_dtype_boundary_sizes(dtype: str) -> None:
         a = random_bytes(n_elems * size, seed=n_elems)
         for fraction in (0.0, 0.001, 0.3, 1.0):
             b = mutate(a, fraction, seed=n_elems + 1)
-            assert native(a, b, dtype) == reference_diff(a, b, dtype), (n_elems, fraction)
+            assert native(a, b, dtype) == reference(a, b, dtype), (n_elems, fraction)
 
 
 def special_patterns(dtype: str) -> list[int]:
@@ -78,8 +83,8 @@ def test_every_pair_of_special_values(dtype: str) -> None:
     np_u = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}[width]
     a = np.array([x for x in pats for _ in pats], dtype=np_u).tobytes()
     b = np.array([y for _ in pats for y in pats], dtype=np_u).tobytes()
-    assert native(a, b, dtype) == reference_diff(a, b, dtype)
-    assert native(b, a, dtype) == reference_diff(b, a, dtype)
+    assert native(a, b, dtype) == reference(a, b, dtype)
+    assert native(b, a, dtype) == reference(b, a, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
@@ -90,7 +95,7 @@ def test_realistic_perturbations(dtype: str) -> None:
     b[::7] = a[::7]
     b[123] = np.nan
     a[456] = np.inf
-    assert native(a.tobytes(), b.tobytes(), dtype) == reference_diff(a.tobytes(), b.tobytes(), dtype)
+    assert native(a.tobytes(), b.tobytes(), dtype) == reference(a.tobytes(), b.tobytes(), dtype)
 
 
 @pytest.mark.parametrize("offset", [1, 2, 3, 4, 8, 15])
@@ -100,7 +105,7 @@ def test_unaligned_buffers(offset: int) -> None:
     va = memoryview(a)[offset : offset + 3 * TILE_BYTES + 64]
     vb = memoryview(b)[16 - offset : 16 - offset + 3 * TILE_BYTES + 64]
     for dtype in ("float32", "bfloat16", "float64", "int8", "complex128"):
-        assert native(va, vb, dtype) == reference_diff(va, vb, dtype)
+        assert native(va, vb, dtype) == reference(va, vb, dtype)
 
 
 def test_thread_count_does_not_change_any_bit() -> None:
@@ -108,7 +113,7 @@ def test_thread_count_does_not_change_any_bit() -> None:
     b = mutate(a, 0.2, seed=12)
     results = [native(a, b, "bfloat16", threads) for threads in (1, 2, 3, 0)]
     assert all(r == results[0] for r in results)
-    assert results[0] == reference_diff(a, b, "bfloat16")
+    assert results[0] == reference(a, b, "bfloat16")
 
 
 def pack(fmt: str, values: list[float]) -> bytes:
@@ -167,7 +172,7 @@ def test_property_matches_reference(dtype: str, x: bytes, y: bytes) -> None:
     size = itemsize(dtype)
     n = min(len(x), len(y)) // size * size
     a, b = x[:n], y[:n]
-    assert native(a, b, dtype) == reference_diff(a, b, dtype)
+    assert native(a, b, dtype) == reference(a, b, dtype)
     assert native(a, a, dtype)["n_different"] == 0
 
 
@@ -351,4 +356,88 @@ def test_sparse_changes_at_block_and_row_edges(dtype: str) -> None:
     ):
         arr[e * size] ^= 0x11
     b = bytes(arr)
-    assert native(a, b, dtype) == reference_diff(a, b, dtype)
+    assert native(a, b, dtype) == reference(a, b, dtype)
+
+
+# ---- ||A||^2 and the vector tile kernels -------------------------------------------------------
+
+
+def test_norm_a_flag_only_adds_sum_sq_a() -> None:
+    a = random_bytes(2 * TILE_BYTES + 40, seed=31)
+    b = mutate(a, 0.01, seed=32)
+    for dtype in ("float32", "bfloat16", "int16"):
+        plain = dict(_native.diff_buffers(a, b, dtype))
+        with_norm = native(a, b, dtype)
+        assert "sum_sq_a" not in plain
+        assert {k: v for k, v in with_norm.items() if k != "sum_sq_a"} == plain
+        at = _native.diff_buffers_at(
+            np.frombuffer(a, np.uint8).ctypes.data, np.frombuffer(b, np.uint8).ctypes.data, len(a), dtype,
+            norm_a=True,
+        )
+        assert dict(at) == with_norm
+    assert native(a, a, "float32")["sum_sq_a"] is None  # equal: not computed
+    assert native(a, b, "int16")["sum_sq_a"] is None  # no float statistics
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_special_values_fill_full_tiles(dtype: str) -> None:
+    """Every pair of special values, repeated over several full tiles so that the vector kernels see
+    them in every lane position (the short special-value test above stays in the scalar tail)."""
+    pats = special_patterns(dtype)
+    width = FLOAT_FORMATS[dtype][0]
+    np_u = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}[width]
+    xa = np.array([x for x in pats for _ in pats], dtype=np_u)
+    xb = np.array([y for _ in pats for y in pats], dtype=np_u)
+    reps = -(-3 * TILE_BYTES // xa.nbytes)
+    rng = np.random.default_rng(width)
+    order = rng.permutation(reps * xa.size)
+    a = np.tile(xa, reps)[order].tobytes()
+    b = np.tile(xb, reps)[order].tobytes()
+    assert native(a, b, dtype) == reference(a, b, dtype)
+    assert native(b, a, dtype) == reference(b, a, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_boundary_lengths_up_to_4160_elements(dtype: str) -> None:
+    size = itemsize(dtype)
+    lengths = set(range(0, 70))
+    for w in (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096):
+        lengths |= {w - 1, w, w + 1}
+    lengths |= {4159, 4160}
+    big = random_bytes(4160 * size, seed=size)
+    other = mutate(big, 0.5, seed=size + 1)
+    for n in sorted(lengths):
+        a, b = big[: n * size], other[: n * size]
+        assert native(a, b, dtype) == reference(a, b, dtype), n
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64", "float16"])
+def test_norm_of_partly_equal_tensors(dtype: str) -> None:
+    """Equal tiles are skipped by the difference pass and summed for ||A|| afterwards; their a^2
+    must land in the same canonical order as the differing tiles'."""
+    size = itemsize(dtype)
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal(5 * TILE_BYTES // size + 7) * 3).astype(np.float64)
+    if dtype == "bfloat16":
+        raw_a = (a.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    else:
+        raw_a = a.astype(dtype).tobytes()
+    for tiles in ([0], [4], [1, 3], [5]):  # the differing tiles (5: the short last one)
+        arr = bytearray(raw_a)
+        for t in tiles:
+            arr[t * TILE_BYTES + 2 * size] ^= 0x01
+        b = bytes(arr)
+        assert native(raw_a, b, dtype) == reference(raw_a, b, dtype), tiles
+        for threads in (1, 2):
+            assert native(raw_a, b, dtype, threads) == native(raw_a, b, dtype), threads
+
+
+def test_norm_thread_count_does_not_change_any_bit() -> None:
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal(9 << 18).astype(np.float32)  # 9 MiB: above the threading threshold
+    b = a.copy()
+    b[: a.size // 3] += np.float32(1e-3)  # a third differs: two thirds of the tiles are summed later
+    results = [native(a.tobytes(), b.tobytes(), "float32", threads) for threads in (1, 2, 3, 0)]
+    assert all(r == results[0] for r in results)
+    assert results[0] == reference(a.tobytes(), b.tobytes(), "float32")
+    assert math.isclose(math.sqrt(results[0]["sum_sq_a"]), float(np.linalg.norm(a.astype(np.float64))), rel_tol=1e-12)

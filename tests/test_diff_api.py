@@ -536,19 +536,28 @@ def test_two_files_are_compared_without_torch(tmp_path) -> None:
     "dtype", ["float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"]
 )
 def test_buffer_norm_matches_float64_reference(dtype) -> None:
-    from fastckpt._diffkernel import buffer_norm
+    """||A|| of a differing file pair comes from the diff kernel's own pass (norm_a): it matches an
+    independent float64 norm of A's finite elements, and the exact canonical-order reference."""
+    from fastckpt._diff_reference import reference_sum_sq_a
+    from fastckpt._diffkernel import compare_buffers
 
     g = torch.Generator().manual_seed(1)
-    x = (torch.randn(3001, generator=g, dtype=torch.float64) * 7).to(getattr(torch, dtype))
+    x = (torch.randn(30001, generator=g, dtype=torch.float64) * 7).to(getattr(torch, dtype))
     if dtype != "float8_e4m3fn":  # e4m3fn has no infinity
         x[5] = float("inf")
     x[7] = float("nan")
+    y = x.clone()
+    y[20000] = 0.5
     ref = x.to(torch.float64)
     ref = torch.where(torch.isfinite(ref), ref, 0.0)
     expected = float(torch.linalg.vector_norm(ref))
-    got = buffer_norm(x.view(torch.uint8).numpy().tobytes(), dtype)
-    assert got == pytest.approx(expected, rel=1e-6)
-    assert buffer_norm(b"\x00" * 8, "int64") is None
+    raw_a, raw_b = x.view(torch.uint8).numpy().tobytes(), y.view(torch.uint8).numpy().tobytes()
+    got = compare_buffers(raw_a, raw_b, dtype, (30001,)).norm_a
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert got == math.sqrt(reference_sum_sq_a(raw_a, dtype))
+    assert compare_buffers(raw_a, raw_a, dtype, (30001,)).norm_a is None  # equal: not computed
+    ints = b"\x00" * 8, b"\x01" + b"\x00" * 7
+    assert compare_buffers(*ints, "int64", (1,)).norm_a is None
 
 
 def test_renamed_and_converted_is_paired_by_rule() -> None:

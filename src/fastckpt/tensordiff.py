@@ -104,6 +104,13 @@ def compare_buffers(
 ) -> TensorDiff:
     """Diff of two equal-length bytes-like objects holding elements of `dtype` (a torch dtype name
     such as "bfloat16", or rawN for N-byte elements compared bitwise), on the CPU."""
+    stats = _buffer_stats(a, b, dtype, threads)
+    n = int(stats["n_elements"])
+    return TensorDiff.from_stats(stats, dtype, tuple(shape) if shape is not None else (n,))
+
+
+def _buffer_stats(a: Any, b: Any, dtype: str, threads: int, norm_a: bool = False) -> Mapping[str, Any]:
+    """The native statistics dict of two buffers (with "sum_sq_a" when `norm_a`)."""
     try:
         va, vb = memoryview(a), memoryview(b)
     except TypeError:
@@ -113,11 +120,9 @@ def compare_buffers(
 
         a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     try:
-        stats = _native.diff_buffers(a, b, dtype, threads)
+        return _native.diff_buffers(a, b, dtype, threads, norm_a=norm_a)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    n = int(stats["n_elements"])
-    return TensorDiff.from_stats(stats, dtype, tuple(shape) if shape is not None else (n,))
 
 
 def _is_torch_tensor(x: Any) -> bool:
