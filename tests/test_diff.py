@@ -371,7 +371,10 @@ def test_norm_a_flag_only_adds_sum_sq_a() -> None:
         assert "sum_sq_a" not in plain
         assert {k: v for k, v in with_norm.items() if k != "sum_sq_a"} == plain
         at = _native.diff_buffers_at(
-            np.frombuffer(a, np.uint8).ctypes.data, np.frombuffer(b, np.uint8).ctypes.data, len(a), dtype,
+            np.frombuffer(a, np.uint8).ctypes.data,
+            np.frombuffer(b, np.uint8).ctypes.data,
+            len(a),
+            dtype,
             norm_a=True,
         )
         assert dict(at) == with_norm
@@ -440,4 +443,6 @@ def test_norm_thread_count_does_not_change_any_bit() -> None:
     results = [native(a.tobytes(), b.tobytes(), "float32", threads) for threads in (1, 2, 3, 0)]
     assert all(r == results[0] for r in results)
     assert results[0] == reference(a.tobytes(), b.tobytes(), "float32")
-    assert math.isclose(math.sqrt(results[0]["sum_sq_a"]), float(np.linalg.norm(a.astype(np.float64))), rel_tol=1e-12)
+    assert math.isclose(
+        math.sqrt(results[0]["sum_sq_a"]), float(np.linalg.norm(a.astype(np.float64))), rel_tol=1e-12
+    )
