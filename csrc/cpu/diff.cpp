@@ -5,7 +5,7 @@
 // then folds tiles into super-tiles and super-tiles into the total, sequentially, exactly as the GPU
 // does after its block reduction. A tile whose bytes are equal (memcmp, memory speed) is skipped: it
 // contributes nothing to any difference statistic. A differing tile goes to a vector kernel
-// (diff_avx2.cpp, full float64/float32/bfloat16 tiles) or to the scalar one, which also sum a^2 over
+// (diff_avx2.cpp: full float64/float32/bfloat16/float16 tiles) or to the scalar one, which also sum a^2 over
 // A's finite elements in the same canonical order: ||A|| for the relative change, with no second
 // pass over the differing tiles.
 #include "diff.hpp"
@@ -214,7 +214,7 @@ TileFn tile_fn_for(const DiffDType& dt) {
   switch (dt.kind) {
     case Kind::kF64: return tile_float<Kind::kF64, 8, diff_tile_f64_avx2>;
     case Kind::kF32: return tile_float<Kind::kF32, 4, diff_tile_f32_avx2>;
-    case Kind::kF16: return tile_float<Kind::kF16, 2, nullptr>;
+    case Kind::kF16: return tile_float<Kind::kF16, 2, diff_tile_f16_avx2>;
     case Kind::kBF16: return tile_float<Kind::kBF16, 2, diff_tile_bf16_avx2>;
     case Kind::kF8E4M3FN: return tile_float<Kind::kF8E4M3FN, 1, nullptr>;
     case Kind::kF8E5M2: return tile_float<Kind::kF8E5M2, 1, nullptr>;

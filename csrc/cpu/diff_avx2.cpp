@@ -1,4 +1,4 @@
-// AVX2 tile kernels of the CPU diff for float64, float32 and bfloat16. Self-contained (compiled with
+// AVX2 tile kernels of the CPU diff for float64, float32, bfloat16 and float16. Self-contained (compiled with
 // -mavx2): it repeats the definitions of common/diff_math.hpp with intrinsics rather than calling
 // its inline functions, and tests/test_diff.py holds it to the numpy reference bit for bit (special
 // values included).
@@ -112,15 +112,10 @@ inline __m128i order32(__m128i bits) {
   return _mm_xor_si128(_mm_and_si128(bits, _mm_set1_epi32(0x7FFFFFFF)), _mm_srai_epi32(bits, 31));
 }
 
-// Four 32-bit patterns of a and b, one per lane (Shift 16: bfloat16 widened, ordered in its steps).
-template <int Shift>
-inline void step32(Acc4& acc, Sums4& s, __m128i xa, __m128i xb) {
+// Four float32 patterns of a and b, one per lane, with their sign-magnitude orders in the source
+// format (32-bit integers).
+inline void step32(Acc4& acc, Sums4& s, __m128i xa, __m128i xb, __m128i oa, __m128i ob) {
   const __m256i differ = _mm256_cvtepi32_epi64(_mm_xor_si128(_mm_cmpeq_epi32(xa, xb), _mm_set1_epi32(-1)));
-  __m128i oa = order32(xa), ob = order32(xb);
-  if constexpr (Shift != 0) {
-    oa = _mm_srai_epi32(oa, Shift);
-    ob = _mm_srai_epi32(ob, Shift);
-  }
   step(acc, s, differ, classify32(xa), classify32(xb), _mm256_cvtps_pd(_mm_castsi128_ps(xa)),
        _mm256_cvtps_pd(_mm_castsi128_ps(xb)), _mm256_cvtepi32_epi64(oa), _mm256_cvtepi32_epi64(ob));
 }
@@ -207,19 +202,53 @@ void diff_tile_f32_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, Ro
       const __m128i cb[4] = {load128(pb), load128(pb + 16), load128(pb + 32), load128(pb + 48)};
       __m128i vb[4];
       transpose4(cb, vb);
-      for (int v = 0; v < 4; ++v) step32<0>(acc, s, va[v], vb[v]);
+      for (int v = 0; v < 4; ++v) step32(acc, s, va[v], vb[v], order32(va[v]), order32(vb[v]));
     }
     store_lanes(lanes, 4 * g, s);
   }
   finish(acc, out);
 }
 
-void diff_tile_bf16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
-  // bfloat16 is the top half of a float32: widen to 32 bits (8 per chunk, low half elements 0-3,
-  // high half 4-7), transpose both halves at once, then it is the float32 path, except that the
-  // order is counted in bfloat16 steps (>> 16 keeps -mag - 1 for negatives).
-  auto widen = [](const uint8_t* p, __m256i w[4]) {
-    for (int c = 0; c < 4; ++c) w[c] = _mm256_slli_epi32(_mm256_cvtepu16_epi32(load128(p + 16 * c)), 16);
+namespace {
+
+// 16-bit formats as float32 bit patterns. bfloat16 is the top half of a float32. An IEEE half is
+// moved into float32 position and rescaled by 2^112 (exact, and it normalises subnormals);
+// infinities and NaNs keep their payload. Both classify like the float32 they become.
+template <bool Half>
+inline __m256i widen16(__m128i h) {
+  const __m256i u = _mm256_cvtepu16_epi32(h);
+  if constexpr (!Half) {
+    return _mm256_slli_epi32(u, 16);
+  } else {
+    const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x8000)), 16);
+    const __m256i em = _mm256_slli_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7FFF)), 13);
+    const __m256i special = _mm256_cmpgt_epi32(em, _mm256_set1_epi32(0x0F7FFFFF));  // exponent all ones
+    const __m256i scaled = _mm256_castps_si256(
+        _mm256_mul_ps(_mm256_castsi256_ps(em), _mm256_castsi256_ps(_mm256_set1_epi32(0x77800000))));  // 2^112
+    const __m256i mag = _mm256_blendv_epi8(scaled, _mm256_or_si256(em, _mm256_set1_epi32(0x7F800000)), special);
+    return _mm256_or_si256(mag, sign);
+  }
+}
+
+// Sign-magnitude order of raw 16-bit patterns (zero-extended to 32 bits).
+inline __m256i order16(__m256i u) {
+  return _mm256_xor_si256(_mm256_and_si256(u, _mm256_set1_epi32(0x7FFF)),
+                          _mm256_srai_epi32(_mm256_slli_epi32(u, 16), 31));
+}
+
+template <bool Half>
+void tile16(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
+  // Eight elements per chunk, widened to 32 bits (low half elements 0-3, high half 4-7); one
+  // transpose handles both halves, then it is the float32 path with the order of the 16-bit format.
+  auto widen = [](const uint8_t* p, __m256i bits[4], __m256i ord[4]) {
+    __m256i w[4], o[4];
+    for (int c = 0; c < 4; ++c) {
+      const __m128i h = load128(p + 16 * c);
+      w[c] = widen16<Half>(h);
+      if (ord != nullptr) o[c] = order16(_mm256_cvtepu16_epi32(h));
+    }
+    transpose4(w, bits);
+    if (ord != nullptr) transpose4(o, ord);
   };
   Acc4 acc;
   for (uint32_t g = 0; g < kDiffLanes / 4; ++g) {
@@ -227,24 +256,35 @@ void diff_tile_bf16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, R
     for (uint32_t k = 0; k < kRows; ++k) {
       const uint8_t* pa = a + k * kRowBytes + g * 64;
       const uint8_t* pb = b + k * kRowBytes + g * 64;
-      __m256i wa[4], va[4];
-      widen(pa, wa);
-      transpose4(wa, va);
+      __m256i va[4], oa[4], vb[4], ob[4];
       if (block_equal(pa, pb)) {
+        widen(pa, va, nullptr);
         for (int v = 0; v < 4; ++v) a2_32(s, _mm256_castsi256_si128(va[v]));
         for (int v = 0; v < 4; ++v) a2_32(s, _mm256_extracti128_si256(va[v], 1));
         continue;
       }
-      __m256i wb[4], vb[4];
-      widen(pb, wb);
-      transpose4(wb, vb);
-      for (int v = 0; v < 4; ++v) step32<16>(acc, s, _mm256_castsi256_si128(va[v]), _mm256_castsi256_si128(vb[v]));
+      widen(pa, va, oa);
+      widen(pb, vb, ob);
       for (int v = 0; v < 4; ++v)
-        step32<16>(acc, s, _mm256_extracti128_si256(va[v], 1), _mm256_extracti128_si256(vb[v], 1));
+        step32(acc, s, _mm256_castsi256_si128(va[v]), _mm256_castsi256_si128(vb[v]), _mm256_castsi256_si128(oa[v]),
+               _mm256_castsi256_si128(ob[v]));
+      for (int v = 0; v < 4; ++v)
+        step32(acc, s, _mm256_extracti128_si256(va[v], 1), _mm256_extracti128_si256(vb[v], 1),
+               _mm256_extracti128_si256(oa[v], 1), _mm256_extracti128_si256(ob[v], 1));
     }
     store_lanes(lanes, 4 * g, s);
   }
   finish(acc, out);
+}
+
+}  // namespace
+
+void diff_tile_bf16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
+  tile16<false>(a, b, lanes, out);
+}
+
+void diff_tile_f16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
+  tile16<true>(a, b, lanes, out);
 }
 
 void diff_tile_f64_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {

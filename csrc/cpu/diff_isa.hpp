@@ -34,5 +34,6 @@ struct TileLanes {
 void diff_tile_f64_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
 void diff_tile_f32_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
 void diff_tile_bf16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
+void diff_tile_f16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
 
 }  // namespace fastckpt::cpu
