@@ -22,9 +22,16 @@ DTYPES = sorted(_native.diff_dtypes())
 FLOATS = sorted(FLOAT_FORMATS)
 
 
+ISAS = _native.diff_isas()
+
+
 def native(a: bytes | memoryview, b: bytes | memoryview, dtype: str, threads: int = 0) -> dict:
-    """The kernel's statistics, ||A||^2 ("sum_sq_a") included."""
-    return dict(_native.diff_buffers(a, b, dtype, threads, norm_a=True))
+    """The kernel's statistics, ||A||^2 ("sum_sq_a") included, after checking that every kernel
+    usable on this CPU (scalar, AVX2, AVX-512) returns the same bits."""
+    results = [dict(_native.diff_buffers(a, b, dtype, threads, norm_a=True, isa=isa)) for isa in ISAS]
+    for isa, r in zip(ISAS, results, strict=True):
+        assert r == results[0], (isa, ISAS[0])
+    return results[-1]
 
 
 def reference(a: bytes | memoryview, b: bytes | memoryview, dtype: str) -> dict:
@@ -362,6 +369,17 @@ def test_sparse_changes_at_block_and_row_edges(dtype: str) -> None:
 # ---- ||A||^2 and the vector tile kernels -------------------------------------------------------
 
 
+def test_isa_names() -> None:
+    assert ISAS[0] == "scalar"
+    assert set(ISAS) <= {"scalar", "avx2", "avx512"}
+    a = b"\0" * 8
+    assert _native.diff_buffers(a, a, "float32", isa="") == _native.diff_buffers(
+        a, a, "float32", isa=ISAS[-1]
+    )
+    with pytest.raises(ValueError, match="not usable"):
+        _native.diff_buffers(a, a, "float32", isa="sse9")
+
+
 def test_norm_a_flag_only_adds_sum_sq_a() -> None:
     a = random_bytes(2 * TILE_BYTES + 40, seed=31)
     b = mutate(a, 0.01, seed=32)
@@ -446,3 +464,28 @@ def test_norm_thread_count_does_not_change_any_bit() -> None:
     assert math.isclose(
         math.sqrt(results[0]["sum_sq_a"]), float(np.linalg.norm(a.astype(np.float64))), rel_tol=1e-12
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(FLOATS),
+    st.binary(min_size=1, max_size=512),
+    st.integers(min_value=0, max_value=2 * TILE_BYTES),
+    st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=255)), max_size=40),
+    st.integers(min_value=0, max_value=15),
+)
+def test_property_full_tiles_match_reference(
+    dtype: str, pattern: bytes, extra: int, edits: list[tuple[int, int]], offset: int
+) -> None:
+    """Hypothesis-drawn contents large enough for the vector tile kernels (>= one full tile),
+    at a drawn misalignment, with drawn byte edits in b."""
+    size = itemsize(dtype)
+    n = (TILE_BYTES + extra) // size * size
+    a = bytearray((pattern * (n // len(pattern) + 16))[offset : offset + n])
+    b = bytearray(a)
+    for pos, val in edits:
+        b[pos % n] = val
+    # The kernel reads misaligned views; the reference reads plain copies of the same bytes.
+    va = memoryview(bytes(offset) + bytes(a))[offset:]
+    vb = memoryview(bytes(15 - offset) + bytes(b))[15 - offset :]
+    assert native(va, vb, dtype) == reference(bytes(a), bytes(b), dtype)

@@ -88,7 +88,7 @@ struct TileResult {
   bool has_a2;  // false for an equal tile skipped by memcmp (its a2 is computed only if needed)
 };
 
-using TileFn = void (*)(const uint8_t*, const uint8_t*, uint64_t, TileResult&);
+using TileFn = void (*)(const uint8_t*, const uint8_t*, uint64_t, DiffIsa, TileResult&);
 
 // Index of the first differing element of a tile known to differ.
 template <uint32_t Size>
@@ -179,21 +179,36 @@ bool have_avx2() {
   return ok;
 }
 
-// Full tiles of float64/float32/bfloat16 on an AVX2 CPU take the vector kernel; the rest the
-// scalar one. Both give the same bits (tests/test_diff.py holds both to the numpy reference).
-template <Kind K, uint32_t Size, VectorTileFn Vec>
-void tile_float(const uint8_t* a, const uint8_t* b, uint64_t len, TileResult& r) {
-  if (Vec == nullptr || len != diff::kTileBytes || !have_avx2()) return tile_scalar<K, Size>(a, b, len, r);
+bool have_avx512() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  }();
+  return ok;
+}
+
+// Full tiles of float64/float32/bfloat16/float16 take the widest vector kernel the CPU (and `isa`)
+// allows; the rest the scalar one. All give the same bits (tests/test_diff.py holds each to the
+// numpy reference).
+template <Kind K, uint32_t Size, VectorTileFn Avx2, VectorTileFn Avx512>
+void tile_float(const uint8_t* a, const uint8_t* b, uint64_t len, DiffIsa isa, TileResult& r) {
+  VectorTileFn vec = nullptr;
+  if (len == diff::kTileBytes) {
+    if (isa == DiffIsa::kAvx512) vec = Avx512;
+    if (isa == DiffIsa::kAvx2) vec = Avx2;
+  }
+  if (vec == nullptr) return tile_scalar<K, Size>(a, b, len, r);
   TileLanes lanes;
   RowAccum rs;
-  Vec(a, b, &lanes, &rs);
+  vec(a, b, &lanes, &rs);
   set_from(r, lanes, rs);
   if (r.p.n_diff != 0) r.p.first_diff = first_differing<Size>(a, b, len);
 }
 
 // Bitwise-only formats: counts and the first index.
 template <uint32_t Size>
-void tile_bits(const uint8_t* a, const uint8_t* b, uint64_t len, TileResult& r) {
+void tile_bits(const uint8_t* a, const uint8_t* b, uint64_t len, DiffIsa, TileResult& r) {
   uint64_t n_diff = 0;
   if constexpr (Size == 16) {
     for (uint64_t off = 0; off < len; off += 16) n_diff += std::memcmp(a + off, b + off, 16) != 0;
@@ -212,12 +227,12 @@ void tile_bits(const uint8_t* a, const uint8_t* b, uint64_t len, TileResult& r) 
 
 TileFn tile_fn_for(const DiffDType& dt) {
   switch (dt.kind) {
-    case Kind::kF64: return tile_float<Kind::kF64, 8, diff_tile_f64_avx2>;
-    case Kind::kF32: return tile_float<Kind::kF32, 4, diff_tile_f32_avx2>;
-    case Kind::kF16: return tile_float<Kind::kF16, 2, diff_tile_f16_avx2>;
-    case Kind::kBF16: return tile_float<Kind::kBF16, 2, diff_tile_bf16_avx2>;
-    case Kind::kF8E4M3FN: return tile_float<Kind::kF8E4M3FN, 1, nullptr>;
-    case Kind::kF8E5M2: return tile_float<Kind::kF8E5M2, 1, nullptr>;
+    case Kind::kF64: return tile_float<Kind::kF64, 8, diff_tile_f64_avx2, diff_tile_f64_avx512>;
+    case Kind::kF32: return tile_float<Kind::kF32, 4, diff_tile_f32_avx2, diff_tile_f32_avx512>;
+    case Kind::kF16: return tile_float<Kind::kF16, 2, diff_tile_f16_avx2, diff_tile_f16_avx512>;
+    case Kind::kBF16: return tile_float<Kind::kBF16, 2, diff_tile_bf16_avx2, diff_tile_bf16_avx512>;
+    case Kind::kF8E4M3FN: return tile_float<Kind::kF8E4M3FN, 1, nullptr, nullptr>;
+    case Kind::kF8E5M2: return tile_float<Kind::kF8E5M2, 1, nullptr, nullptr>;
     case Kind::kBits:
       switch (dt.size) {
         case 1: return tile_bits<1>;
@@ -271,8 +286,24 @@ const DiffDType& diff_dtype(const std::string& name) {
   throw std::invalid_argument("unknown dtype '" + name + "' for diff; use one of: " + known);
 }
 
+std::vector<std::string> diff_isas() {
+  std::vector<std::string> out{"scalar"};
+  if (have_avx2()) out.push_back("avx2");
+  if (have_avx512()) out.push_back("avx512");
+  return out;
+}
+
+DiffIsa diff_isa(const std::string& name) {
+  if (name.empty()) return have_avx512() ? DiffIsa::kAvx512 : have_avx2() ? DiffIsa::kAvx2 : DiffIsa::kScalar;
+  for (const auto& usable : diff_isas())
+    if (name == usable) return name == "avx512" ? DiffIsa::kAvx512 : name == "avx2" ? DiffIsa::kAvx2 : DiffIsa::kScalar;
+  std::string known;
+  for (const auto& usable : diff_isas()) known += (known.empty() ? "" : ", ") + usable;
+  throw std::invalid_argument("diff isa '" + name + "' is not usable on this CPU; use \"\" or one of: " + known);
+}
+
 DiffResult diff_buffers(const uint8_t* a, const uint8_t* b, size_t nbytes, const DiffDType& dtype, int threads,
-                        bool norm_a) {
+                        bool norm_a, DiffIsa isa) {
   if (nbytes % dtype.size != 0)
     throw std::invalid_argument("byte length " + std::to_string(nbytes) + " is not a multiple of the " +
                                 std::to_string(dtype.size) + "-byte element size of " + dtype.name);
@@ -292,7 +323,7 @@ DiffResult diff_buffers(const uint8_t* a, const uint8_t* b, size_t nbytes, const
     const uint64_t len = std::min<uint64_t>(diff::kTileBytes, nbytes - off);
     // Equal tiles contribute nothing to the difference statistics: memory speed.
     if (std::memcmp(a + off, b + off, len) == 0) return;
-    tile(a + off, b + off, len, r);
+    tile(a + off, b + off, len, isa, r);
     if (r.p.first_diff != diff::kNoIndex) r.p.first_diff += off / dtype.size;  // tile-local -> global
   });
 
@@ -317,7 +348,7 @@ DiffResult diff_buffers(const uint8_t* a, const uint8_t* b, size_t nbytes, const
       if (r.has_a2) return;
       const uint64_t off = t * diff::kTileBytes;
       const uint64_t len = std::min<uint64_t>(diff::kTileBytes, nbytes - off);
-      tile(a + off, a + off, len, r);  // a against itself: only the a^2 sums are non-zero
+      tile(a + off, a + off, len, isa, r);  // a against itself: only the a^2 sums are non-zero
     });
     for (uint64_t t = 0; t < n_tiles; ++t) {
       parts[t] = diff::empty_partial();

@@ -21,6 +21,13 @@ const std::vector<DiffDType>& diff_dtypes();
 // Throws std::invalid_argument naming the accepted dtypes when `name` is unknown.
 const DiffDType& diff_dtype(const std::string& name);
 
+// The diff's vector kernels (results never depend on the choice; see diff_isa.hpp).
+enum class DiffIsa { kScalar, kAvx2, kAvx512 };
+// Names of the usable ones, narrowest first ("scalar", then "avx2", "avx512" when the CPU has them).
+std::vector<std::string> diff_isas();
+// "" = the widest usable; throws std::invalid_argument for an unknown or unusable name.
+DiffIsa diff_isa(const std::string& name);
+
 struct DiffResult {
   diff::Partial p;
   // With norm_a, for a float dtype, when a and b differ: the sum of a*a over A's finite elements,
@@ -34,6 +41,6 @@ struct DiffResult {
 // the order of reduction). nbytes must be a multiple of dtype.size. Tiles are spread over
 // `threads` workers (0 = all hardware threads; small inputs use one).
 DiffResult diff_buffers(const uint8_t* a, const uint8_t* b, size_t nbytes, const DiffDType& dtype, int threads,
-                        bool norm_a = false);
+                        bool norm_a = false, DiffIsa isa = diff_isa(""));
 
 }  // namespace fastckpt::cpu

@@ -35,5 +35,10 @@ void diff_tile_f64_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, Ro
 void diff_tile_f32_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
 void diff_tile_bf16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
 void diff_tile_f16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
+// The same with eight lanes per vector: AVX-512 F/BW/VL/DQ only.
+void diff_tile_f64_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
+void diff_tile_f32_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
+void diff_tile_bf16_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
+void diff_tile_f16_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
 
 }  // namespace fastckpt::cpu

@@ -41,10 +41,20 @@ def cuda_status() -> CudaStatus: ...
 
 # ---- bitwise diff ----
 def diff_dtypes() -> dict[str, tuple[bool, int]]: ...
-def diff_buffers(a: Buffer, b: Buffer, dtype: str, threads: int = 0, *, norm_a: bool = False) -> DiffStats: ...
-def diff_buffers_at(
-    a_address: int, b_address: int, nbytes: int, dtype: str, threads: int = 0, *, norm_a: bool = False
+def diff_buffers(
+    a: Buffer, b: Buffer, dtype: str, threads: int = 0, *, norm_a: bool = False, isa: str = ""
 ) -> DiffStats: ...
+def diff_buffers_at(
+    a_address: int,
+    b_address: int,
+    nbytes: int,
+    dtype: str,
+    threads: int = 0,
+    *,
+    norm_a: bool = False,
+    isa: str = "",
+) -> DiffStats: ...
+def diff_isas() -> list[str]: ...
 
 # ---- zip CRC-32 ----
 
