@@ -293,6 +293,30 @@ def test_torch_non_contiguous_and_views() -> None:
     assert (d.n_different, d.first_diff_index) == (1, 499)
 
 
+def test_compare_many_runs_small_cpu_pairs_side_by_side() -> None:
+    """Many small CPU pairs go to a thread pool: every result lands on its own pair and equals the
+    numpy reference (sizes straddle the 64 KiB GIL threshold and the 8 MiB threading threshold)."""
+    g = torch.Generator().manual_seed(9)
+    pairs = []
+    for i, n in enumerate([0, 1, 7, 8191, 16384, 16385, 40000, 3 << 20, 5, 100_000] * 3):
+        a = torch.randn(n, generator=g).to(torch.bfloat16 if i % 2 else torch.float32)
+        b = a.clone()
+        if n and i % 3:
+            b[(i * 7919) % n] += 1
+        pairs.append((a, b))
+    many = fastckpt.compare_many(pairs, threads=2)
+    for (a, b), d in zip(pairs, many, strict=True):
+        ref = reference_diff(
+            a.view(torch.uint8).numpy().tobytes(), b.view(torch.uint8).numpy().tobytes(), d.dtype
+        )
+        assert (d.n_elements, d.n_different, d.first_diff_index) == (
+            ref["n_elements"],
+            ref["n_different"],
+            ref["first_diff_index"] if ref["first_diff_index"] >= 0 else None,
+        )
+        assert d == fastckpt.compare_tensors(a, b, threads=1)
+
+
 def test_compare_many_mixed_inputs() -> None:
     a = torch.ones(10)
     pairs = [(a, a.clone()), (np.ones(3), np.zeros(3)), (a.int(), a.int() + 1)]

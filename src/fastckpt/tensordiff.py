@@ -171,6 +171,9 @@ def _compare_arrays(a: Any, b: Any, threads: int) -> TensorDiff:
 
 
 def _compare_torch(pairs: Sequence[tuple[Any, Any]], threads: int) -> list[TensorDiff]:
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
     from ._backend import cuda_usable
@@ -209,18 +212,36 @@ def _compare_torch(pairs: Sequence[tuple[Any, Any]], threads: int) -> list[Tenso
             batch.append((a, b if _device_index(b) == device else b.to(a.device), kernel_dtype))
         for i, stats in zip(idxs, cuda_diff(batch, device), strict=True):
             results[i] = TensorDiff.from_stats(stats, prepared[i][2], tuple(prepared[i][0].shape))
-    for i, (a, b, name, kernel_dtype) in enumerate(prepared):
-        if results[i] is not None:
-            continue
+
+    def on_host(i: int, n_threads: int) -> None:
+        a, b, name, kernel_dtype = prepared[i]
         ha = a if a.device.type == "cpu" else a.cpu()
         hb = b if b.device.type == "cpu" else b.cpu()
         nbytes = ha.numel() * ha.element_size()
         # ha and hb stay referenced for the duration of the call (raw-pointer contract).
         stats = _native.diff_buffers_at(
-            ha.data_ptr() if nbytes else 0, hb.data_ptr() if nbytes else 0, nbytes, kernel_dtype, threads
+            ha.data_ptr() if nbytes else 0, hb.data_ptr() if nbytes else 0, nbytes, kernel_dtype, n_threads
         )
         results[i] = TensorDiff.from_stats(stats, name, tuple(a.shape))
+
+    host = [i for i in range(len(prepared)) if results[i] is None]
+    # Large pairs one after another, each spread over the threads by the kernel; small pairs (which
+    # the kernel runs on one thread) side by side, the GIL released inside the kernel.
+    big = {i for i in host if prepared[i][0].numel() * prepared[i][0].element_size() >= _BIG_PAIR_BYTES}
+    small = [i for i in host if i not in big]
+    for i in sorted(big):
+        on_host(i, threads)
+    n = threads or os.cpu_count() or 1
+    if n > 1 and len(small) > 1:
+        with ThreadPoolExecutor(min(n, len(small))) as pool:
+            list(pool.map(lambda i: on_host(i, 1), small))
+    else:
+        for i in small:
+            on_host(i, threads)
     return [r for r in results if r is not None]
+
+
+_BIG_PAIR_BYTES = 8 << 20  # the kernel's own threading threshold
 
 
 def _device_index(t: torch.Tensor) -> int:
