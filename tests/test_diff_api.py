@@ -253,6 +253,29 @@ def test_file_vs_file_and_vs_memory(tmp_path) -> None:
     assert diff(pa, a).identical
 
 
+def test_rel_change_is_exact_and_the_same_from_files_and_memory(tmp_path) -> None:
+    """||A|| comes from the CPU kernel's own pass for files and for in-memory CPU tensors alike, so
+    rel_change is the same bits either way and equals the canonical-order reference exactly."""
+    from fastckpt._diff_reference import reference_diff
+
+    a = sample_sd(3)
+    b = clone(a)
+    for k in ("layers.0.weight", "embed.weight", "norm.weight"):
+        b[k] = b[k] + 0.25  # every element differs
+    b["layers.1.bias"][3] = float("nan")  # rel_change inf
+    pa, pb = save_pt(tmp_path, "a.pt", a), save_pt(tmp_path, "b.pt", b)
+    runs = [diff(x, y) for x, y in ((pa, pb), (a, b), (pa, b), (a, pb))]
+    for k in ("layers.0.weight", "embed.weight", "norm.weight"):
+        raw_a = a[k].reshape(-1).view(torch.uint8).numpy().tobytes()
+        raw_b = b[k].reshape(-1).view(torch.uint8).numpy().tobytes()
+        ref = reference_diff(raw_a, raw_b, str(a[k].dtype).removeprefix("torch."), norm_a=True)
+        n = ref["n_elements"]
+        want = (math.sqrt(ref["sum_sq_diff"] / n) * math.sqrt(n)) / math.sqrt(ref["sum_sq_a"])
+        got = [next(t for t in r.tensors if t.key == k).rel_change for r in runs]
+        assert got == [want] * 4, k
+    assert all(next(t for t in r.tensors if t.key == "layers.1.bias").rel_change == math.inf for r in runs)
+
+
 def test_pt_vs_safetensors_conversion_identical(tmp_path) -> None:
     st_torch = pytest.importorskip("safetensors.torch")
     sd = sample_sd()

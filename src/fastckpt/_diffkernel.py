@@ -1,8 +1,8 @@
 """The tensor-pair comparison behind `fastckpt.diff`: the native one-pass diff kernel
 (`fastckpt.tensordiff`, docs/DIFF_SEMANTICS.md) plus ||A||, which the relative change
-||B-A||/||A|| needs. For buffers the kernel returns ||A||^2 itself (`norm_a=True`: summed while it
-reads A for the difference, so differing tensors are read once); in-memory tensors get it from
-torch on the tensor's device.
+||B-A||/||A|| needs. On the CPU the kernel returns ||A||^2 itself (`norm_a=True`: summed while it
+reads A for the difference, so differing tensors are read once); GPU tensors get it from torch on
+their device.
 
 File tensors arrive as read-only buffers (slices of an mmap) and need neither torch nor numpy;
 in-memory tensors go through `compare_many`, which keeps GPU pairs on their device.
@@ -95,16 +95,22 @@ def compare_buffers(a: Any, b: Any, dtype: str, shape: tuple[int, ...], threads:
 def compare_tensor_pairs(
     pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], threads: int = 0
 ) -> list[PairStats]:
-    """`compare_many` over torch tensor pairs (each pair on one device; GPU pairs stay there)."""
-    from .tensordiff import compare_many
+    """`compare_many` over torch tensor pairs (each pair on one device; GPU pairs stay there).
+    ||A|| of a differing CPU pair comes from the kernel's own pass; of a GPU pair, from torch."""
+    from .tensordiff import _compare_many
 
     try:
-        results = compare_many(list(pairs), threads=threads)
+        results = _compare_many(list(pairs), threads=threads, norm_a=True)
     except ValueError as e:
         raise UsageError(str(e)) from None
     out = []
-    for (a, _), td in zip(pairs, results, strict=True):
-        norm = None if td.equal or td.rms_diff is None else tensor_norm(a)
+    for (a, _), (td, sum_sq_a) in zip(pairs, results, strict=True):
+        if td.equal or td.rms_diff is None:
+            norm = None
+        elif sum_sq_a is not None:
+            norm = math.sqrt(sum_sq_a)
+        else:
+            norm = tensor_norm(a)
         out.append(_stats(td, norm))
     return out
 

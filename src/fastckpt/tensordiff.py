@@ -140,15 +140,25 @@ def compare_tensors(a: Any, b: Any, *, threads: int = 0) -> TensorDiff:
 
 def compare_many(pairs: Sequence[tuple[Any, Any]], *, threads: int = 0) -> list[TensorDiff]:
     """`compare_tensors` for many pairs; the CUDA pairs of one device share two kernel launches."""
-    results: list[TensorDiff | None] = [None] * len(pairs)
+    return [td for td, _ in _compare_many(pairs, threads)]
+
+
+def _compare_many(
+    pairs: Sequence[tuple[Any, Any]], threads: int, norm_a: bool = False
+) -> list[tuple[TensorDiff, float | None]]:
+    """`compare_many` plus, with `norm_a`, the CPU kernel's ||A||^2 ("sum_sq_a" of
+    docs/DIFF_SEMANTICS.md) of each differing float pair it compared (None elsewhere: GPU pairs,
+    equal pairs, bitwise-only dtypes)."""
+    results: list[tuple[TensorDiff, float | None] | None] = [None] * len(pairs)
     torch_pairs: list[int] = []
     for i, (a, b) in enumerate(pairs):
         if _is_torch_tensor(a) or _is_torch_tensor(b):
             torch_pairs.append(i)
         else:
-            results[i] = _compare_arrays(a, b, threads)
+            results[i] = (_compare_arrays(a, b, threads), None)
     if torch_pairs:
-        for i, res in zip(torch_pairs, _compare_torch([pairs[i] for i in torch_pairs], threads), strict=True):
+        got = _compare_torch([pairs[i] for i in torch_pairs], threads, norm_a)
+        for i, res in zip(torch_pairs, got, strict=True):
             results[i] = res
     return [r for r in results if r is not None]
 
@@ -170,7 +180,9 @@ def _compare_arrays(a: Any, b: Any, threads: int) -> TensorDiff:
     return TensorDiff.from_stats(stats, a.dtype.name, tuple(a.shape))
 
 
-def _compare_torch(pairs: Sequence[tuple[Any, Any]], threads: int) -> list[TensorDiff]:
+def _compare_torch(
+    pairs: Sequence[tuple[Any, Any]], threads: int, norm_a: bool = False
+) -> list[tuple[TensorDiff, float | None]]:
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -197,7 +209,7 @@ def _compare_torch(pairs: Sequence[tuple[Any, Any]], threads: int) -> list[Tenso
             (logical_bytes_tensor(a), logical_bytes_tensor(b), name, _diff_dtype(name, a.element_size()))
         )
 
-    results: list[TensorDiff | None] = [None] * len(prepared)
+    results: list[tuple[TensorDiff, float | None] | None] = [None] * len(prepared)
     gpu = cuda_usable()
     by_device: dict[int, list[int]] = {}
     for i, (a, b, _, _) in enumerate(prepared):
@@ -211,7 +223,7 @@ def _compare_torch(pairs: Sequence[tuple[Any, Any]], threads: int) -> list[Tenso
             a, b, _, kernel_dtype = prepared[i]
             batch.append((a, b if _device_index(b) == device else b.to(a.device), kernel_dtype))
         for i, stats in zip(idxs, cuda_diff(batch, device), strict=True):
-            results[i] = TensorDiff.from_stats(stats, prepared[i][2], tuple(prepared[i][0].shape))
+            results[i] = (TensorDiff.from_stats(stats, prepared[i][2], tuple(prepared[i][0].shape)), None)
 
     def on_host(i: int, n_threads: int) -> None:
         a, b, name, kernel_dtype = prepared[i]
@@ -220,9 +232,14 @@ def _compare_torch(pairs: Sequence[tuple[Any, Any]], threads: int) -> list[Tenso
         nbytes = ha.numel() * ha.element_size()
         # ha and hb stay referenced for the duration of the call (raw-pointer contract).
         stats = _native.diff_buffers_at(
-            ha.data_ptr() if nbytes else 0, hb.data_ptr() if nbytes else 0, nbytes, kernel_dtype, n_threads
+            ha.data_ptr() if nbytes else 0,
+            hb.data_ptr() if nbytes else 0,
+            nbytes,
+            kernel_dtype,
+            n_threads,
+            norm_a=norm_a,
         )
-        results[i] = TensorDiff.from_stats(stats, name, tuple(a.shape))
+        results[i] = (TensorDiff.from_stats(stats, name, tuple(a.shape)), stats.get("sum_sq_a"))
 
     host = [i for i in range(len(prepared)) if results[i] is None]
     # Large pairs one after another, each spread over the threads by the kernel; small pairs (which
