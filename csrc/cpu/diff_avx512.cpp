@@ -34,12 +34,16 @@ inline uint64_t pop(__mmask8 m) { return static_cast<uint64_t>(__builtin_popcoun
 
 // Eight element pairs, one per lane: x, y their exact float64 values, ord_* their sign-magnitude
 // orders (int64), fin_*/same_cls class masks.
+// AllFinite: every value of both vectors is finite (then nothing is introduced or removed).
+template <bool AllFinite = false>
 inline void step(Acc8& acc, Sums8& s, __mmask8 differ, __mmask8 fin_a, __mmask8 fin_b, __mmask8 same_cls,
                  __m512d x, __m512d y, __m512i ord_a, __m512i ord_b) {
   s.a2 = _mm512_add_pd(s.a2, _mm512_maskz_mul_pd(fin_a, x, x));
   acc.n_diff += pop(differ);
-  acc.introduced += pop(differ & static_cast<__mmask8>(~(fin_b | same_cls)));
-  acc.removed += pop(differ & static_cast<__mmask8>(~(fin_a | same_cls)));
+  if constexpr (!AllFinite) {
+    acc.introduced += pop(differ & static_cast<__mmask8>(~(fin_b | same_cls)));
+    acc.removed += pop(differ & static_cast<__mmask8>(~(fin_a | same_cls)));
+  }
   const __mmask8 use = differ & fin_a & fin_b;
   const __m512d d = _mm512_abs_pd(_mm512_maskz_sub_pd(use, x, y));  // +0.0 where not used
   s.abs = _mm512_add_pd(s.abs, d);
@@ -85,12 +89,17 @@ inline __mmask8 finite32(__m256i bits) {
 // Eight float32 patterns of a and b (one per lane) with their orders in the source format (int32).
 inline void step32(Acc8& acc, Sums8& s, __m256i xa, __m256i xb, __m256i oa, __m256i ob) {
   const __mmask8 differ = _mm256_cmpneq_epi32_mask(xa, xb);
+  const __m512d x = _mm512_cvtps_pd(_mm256_castsi256_ps(xa)), y = _mm512_cvtps_pd(_mm256_castsi256_ps(xb));
+  const __mmask8 all_fin = finite32(xa) & finite32(xb);
+  if (all_fin == 0xFF) {  // the common case: no class to work out
+    step<true>(acc, s, differ, all_fin, all_fin, all_fin, x, y, _mm512_cvtepi32_epi64(oa), _mm512_cvtepi32_epi64(ob));
+    return;
+  }
   const __m256i ca = classify32(xa), cb = classify32(xb);
   const __mmask8 fin_a = _mm256_cmpeq_epi32_mask(ca, _mm256_setzero_si256());
   const __mmask8 fin_b = _mm256_cmpeq_epi32_mask(cb, _mm256_setzero_si256());
   const __mmask8 same = _mm256_cmpeq_epi32_mask(ca, cb);
-  step(acc, s, differ, fin_a, fin_b, same, _mm512_cvtps_pd(_mm256_castsi256_ps(xa)),
-       _mm512_cvtps_pd(_mm256_castsi256_ps(xb)), _mm512_cvtepi32_epi64(oa), _mm512_cvtepi32_epi64(ob));
+  step(acc, s, differ, fin_a, fin_b, same, x, y, _mm512_cvtepi32_epi64(oa), _mm512_cvtepi32_epi64(ob));
 }
 
 inline void a2_32(Sums8& s, __m256i xa) {
@@ -280,10 +289,18 @@ void diff_tile_f64_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, 
       const __m512i b0 = _mm512_loadu_si512(pb), b1 = _mm512_loadu_si512(pb + 64);
       const __m512i vb[2] = {_mm512_permutex2var_epi64(b0, i0, b1), _mm512_permutex2var_epi64(b0, i1, b1)};
       for (int v = 0; v < 2; ++v) {
+        const __mmask8 differ = _mm512_cmpneq_epi64_mask(va[v], vb[v]);
+        const __mmask8 all_fin = _mm512_cmpneq_epi64_mask(_mm512_and_si512(va[v], exp_all), exp_all) &
+                                 _mm512_cmpneq_epi64_mask(_mm512_and_si512(vb[v], exp_all), exp_all);
+        if (all_fin == 0xFF) {  // the common case: no class to work out
+          step<true>(acc, s, differ, all_fin, all_fin, all_fin, _mm512_castsi512_pd(va[v]), _mm512_castsi512_pd(vb[v]),
+                     order(va[v]), order(vb[v]));
+          continue;
+        }
         const __m512i ca = classify(va[v]), cb = classify(vb[v]);
         const __mmask8 fin_a = _mm512_testn_epi64_mask(ca, ca);
         const __mmask8 fin_b = _mm512_testn_epi64_mask(cb, cb);
-        step(acc, s, _mm512_cmpneq_epi64_mask(va[v], vb[v]), fin_a, fin_b, _mm512_cmpeq_epi64_mask(ca, cb),
+        step(acc, s, differ, fin_a, fin_b, _mm512_cmpeq_epi64_mask(ca, cb),
              _mm512_castsi512_pd(va[v]), _mm512_castsi512_pd(vb[v]), order(va[v]), order(vb[v]));
       }
     }
