@@ -513,3 +513,24 @@ def test_property_full_tiles_match_reference(
     va = memoryview(bytes(offset) + bytes(a))[offset:]
     vb = memoryview(bytes(15 - offset) + bytes(b))[15 - offset :]
     assert native(va, vb, dtype) == reference(bytes(a), bytes(b), dtype)
+
+
+def test_flush_denormal_mode_does_not_change_results() -> None:
+    """torch.set_flush_denormal(True) sets FTZ/DAZ on the calling thread, which runs the kernel when
+    threads=1; subnormals must still be compared exactly."""
+    rng = np.random.default_rng(8)
+    for dtype, np_t in (("float32", np.uint32), ("float64", np.uint64), ("float16", np.uint16)):
+        width = FLOAT_FORMATS[dtype][0]
+        man = (1 << FLOAT_FORMATS[dtype][2]) - 1
+        n = 3 * TILE_BYTES // (width // 8)
+        a = rng.integers(1, man, n, dtype=np.uint64) | (rng.integers(0, 2, n, dtype=np.uint64) << (width - 1))
+        b = a ^ np.uint64(1)
+        ra, rb = a.astype(np_t).tobytes(), b.astype(np_t).tobytes()
+        want = reference(ra, rb, dtype)
+        assert want["sum_abs_diff"] > 0
+        if not torch.set_flush_denormal(True):
+            pytest.skip("this CPU has no flush-denormal mode")
+        try:
+            assert native(ra, rb, dtype, threads=1) == want
+        finally:
+            torch.set_flush_denormal(False)

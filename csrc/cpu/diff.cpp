@@ -18,6 +18,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <xmmintrin.h>
+
 namespace fastckpt::cpu {
 namespace {
 
@@ -254,12 +256,27 @@ int resolve_threads(int requested, uint64_t nbytes, uint64_t n_tasks) {
   return static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(n), n_tasks));
 }
 
+// Subnormal values must convert and multiply exactly: a caller that set flush-to-zero or
+// denormals-are-zero (torch.set_flush_denormal(True) does, on its thread) would otherwise turn
+// them into zeros in the conversions to float64. Clears both MXCSR bits for the scope.
+class DenormalsExact {
+ public:
+  DenormalsExact() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ & ~0x8040u); }  // FTZ bit 15, DAZ bit 6
+  ~DenormalsExact() { _mm_setcsr(saved_); }
+  DenormalsExact(const DenormalsExact&) = delete;
+  DenormalsExact& operator=(const DenormalsExact&) = delete;
+
+ private:
+  unsigned saved_;
+};
+
 // Runs job(i) for i < n_items, in runs of kTilesPerTask, over the resolved number of threads.
 template <typename Job>
 void parallel_tiles(uint64_t n_items, int n_threads, const Job& job) {
   const uint64_t n_tasks = (n_items + kTilesPerTask - 1) / kTilesPerTask;
   std::atomic<uint64_t> next{0};
   auto worker = [&]() {
+    const DenormalsExact exact;
     for (;;) {
       const uint64_t task = next.fetch_add(1, std::memory_order_relaxed);
       if (task >= n_tasks) return;
