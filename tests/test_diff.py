@@ -27,10 +27,12 @@ ISAS = _native.diff_isas()
 
 def native(a: bytes | memoryview, b: bytes | memoryview, dtype: str, threads: int = 0) -> dict:
     """The kernel's statistics, ||A||^2 ("sum_sq_a") included, after checking that every kernel
-    usable on this CPU (scalar, AVX2, AVX-512) returns the same bits."""
+    usable on this CPU (scalar, AVX2, AVX-512) returns the same bits, with and without norm_a."""
     results = [dict(_native.diff_buffers(a, b, dtype, threads, norm_a=True, isa=isa)) for isa in ISAS]
     for isa, r in zip(ISAS, results, strict=True):
         assert r == results[0], (isa, ISAS[0])
+        plain = dict(_native.diff_buffers(a, b, dtype, threads, isa=isa))
+        assert plain == {k: v for k, v in r.items() if k != "sum_sq_a"}, (isa, "norm_a=False")
     return results[-1]
 
 
@@ -405,13 +407,19 @@ def test_isa_names() -> None:
 
 
 def test_norm_a_flag_only_adds_sum_sq_a() -> None:
+    """Without norm_a the kernels skip equal blocks inside differing tiles (nothing to square):
+    every other statistic must be the same bits."""
     a = random_bytes(2 * TILE_BYTES + 40, seed=31)
-    b = mutate(a, 0.01, seed=32)
-    for dtype in ("float32", "bfloat16", "int16"):
-        plain = dict(_native.diff_buffers(a, b, dtype))
+    b = mutate(a, 0.001, seed=32)
+    for dtype in [*FLOATS, "int16"]:
         with_norm = native(a, b, dtype)
-        assert "sum_sq_a" not in plain
-        assert {k: v for k, v in with_norm.items() if k != "sum_sq_a"} == plain
+        assert with_norm["n_different"] > 0
+        for isa in ISAS:
+            plain = dict(_native.diff_buffers(a, b, dtype, isa=isa))
+            assert "sum_sq_a" not in plain
+            assert {k: v for k, v in with_norm.items() if k != "sum_sq_a"} == plain, (dtype, isa)
+    for dtype in ("float32", "bfloat16", "int16"):
+        with_norm = native(a, b, dtype)
         at = _native.diff_buffers_at(
             np.frombuffer(a, np.uint8).ctypes.data,
             np.frombuffer(b, np.uint8).ctypes.data,

@@ -90,7 +90,7 @@ struct TileResult {
   bool has_a2;  // false for an equal tile skipped by memcmp (its a2 is computed only if needed)
 };
 
-using TileFn = void (*)(const uint8_t*, const uint8_t*, uint64_t, DiffIsa, TileResult&);
+using TileFn = void (*)(const uint8_t*, const uint8_t*, uint64_t, DiffIsa, bool, TileResult&);
 
 // Index of the first differing element of a tile known to differ.
 template <uint32_t Size>
@@ -124,9 +124,10 @@ void set_from(TileResult& r, TileLanes& lanes, const RowAccum& rs) {
 
 // Any tile of a float format, element by element, chunk by chunk in index order (so lane t = chunk
 // mod 256 adds its elements in index order): the specification written out, for the formats and
-// tile lengths the vector kernels do not cover and for CPUs without AVX2. Equal chunks add only a^2.
+// tile lengths the vector kernels do not cover and for CPUs without AVX2. Equal chunks add only a^2
+// (nothing without `norm`).
 template <Kind K, uint32_t Size>
-void tile_scalar(const uint8_t* a, const uint8_t* b, uint64_t len, TileResult& r) {
+void tile_scalar(const uint8_t* a, const uint8_t* b, uint64_t len, bool norm, TileResult& r) {
   using U = typename UInt<Size>::T;
   const double inf = diff::bits_to_double(diff::kInfBits);
   TileLanes lanes = {};
@@ -135,6 +136,7 @@ void tile_scalar(const uint8_t* a, const uint8_t* b, uint64_t len, TileResult& r
     const uint32_t t = static_cast<uint32_t>((off / diff::kChunkBytes) % diff::kLanes);
     const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(diff::kChunkBytes, len - off) / Size);
     const bool chunk_differs = std::memcmp(a + off, b + off, n * Size) != 0;
+    if (!chunk_differs && !norm) continue;
     for (uint32_t e = 0; e < n; ++e) {
       U xa, xb;
       std::memcpy(&xa, a + off + e * Size, Size);
@@ -171,7 +173,7 @@ void tile_scalar(const uint8_t* a, const uint8_t* b, uint64_t len, TileResult& r
   if (r.p.n_diff != 0) r.p.first_diff = first_differing<Size>(a, b, len);
 }
 
-using VectorTileFn = void (*)(const uint8_t*, const uint8_t*, TileLanes*, RowAccum*);
+using VectorTileFn = void (*)(const uint8_t*, const uint8_t*, TileLanes*, RowAccum*, bool);
 
 bool have_avx2() {
   static const bool ok = [] {
@@ -194,23 +196,23 @@ bool have_avx512() {
 // allows; the rest the scalar one. All give the same bits (tests/test_diff.py holds each to the
 // numpy reference).
 template <Kind K, uint32_t Size, VectorTileFn Avx2, VectorTileFn Avx512>
-void tile_float(const uint8_t* a, const uint8_t* b, uint64_t len, DiffIsa isa, TileResult& r) {
+void tile_float(const uint8_t* a, const uint8_t* b, uint64_t len, DiffIsa isa, bool norm, TileResult& r) {
   VectorTileFn vec = nullptr;
   if (len == diff::kTileBytes) {
     if (isa == DiffIsa::kAvx512) vec = Avx512;
     if (isa == DiffIsa::kAvx2) vec = Avx2;
   }
-  if (vec == nullptr) return tile_scalar<K, Size>(a, b, len, r);
+  if (vec == nullptr) return tile_scalar<K, Size>(a, b, len, norm, r);
   TileLanes lanes;
   RowAccum rs;
-  vec(a, b, &lanes, &rs);
+  vec(a, b, &lanes, &rs, norm);
   set_from(r, lanes, rs);
   if (r.p.n_diff != 0) r.p.first_diff = first_differing<Size>(a, b, len);
 }
 
 // Bitwise-only formats: counts and the first index.
 template <uint32_t Size>
-void tile_bits(const uint8_t* a, const uint8_t* b, uint64_t len, DiffIsa, TileResult& r) {
+void tile_bits(const uint8_t* a, const uint8_t* b, uint64_t len, DiffIsa, bool, TileResult& r) {
   uint64_t n_diff = 0;
   if constexpr (Size == 16) {
     for (uint64_t off = 0; off < len; off += 16) n_diff += std::memcmp(a + off, b + off, 16) != 0;
@@ -351,7 +353,7 @@ DiffResult diff_buffers(const uint8_t* a, const uint8_t* b, size_t nbytes, const
     }
     // Equal tiles contribute nothing to the difference statistics: memory speed.
     if (std::memcmp(a + off, b + off, len) == 0) return;
-    tile(a + off, b + off, len, isa, r);
+    tile(a + off, b + off, len, isa, norm_a, r);
     if (r.p.first_diff != diff::kNoIndex) r.p.first_diff += off / dtype.size;  // tile-local -> global
   });
 
@@ -376,7 +378,7 @@ DiffResult diff_buffers(const uint8_t* a, const uint8_t* b, size_t nbytes, const
       if (r.has_a2) return;
       const uint64_t off = t * diff::kTileBytes;
       const uint64_t len = std::min<uint64_t>(diff::kTileBytes, nbytes - off);
-      tile(a + off, a + off, len, isa, r);  // a against itself: only the a^2 sums are non-zero
+      tile(a + off, a + off, len, isa, true, r);  // a against itself: only the a^2 sums are non-zero
     });
     for (uint64_t t = 0; t < n_tiles; ++t) {
       parts[t] = diff::empty_partial();

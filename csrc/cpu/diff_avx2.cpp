@@ -202,17 +202,19 @@ inline __m128i load128(const uint8_t* p) { return _mm_loadu_si128(reinterpret_ca
 
 }  // namespace
 
-void diff_tile_f32_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
+void diff_tile_f32_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out, bool norm) {
   Acc4 acc;
   for (uint32_t g = 0; g < kDiffLanes / 4; ++g) {
     Sums4 s;
     for (uint32_t k = 0; k < kRows; ++k) {
       const uint8_t* pa = a + k * kRowBytes + g * 64;
       const uint8_t* pb = b + k * kRowBytes + g * 64;
+      const bool equal = block_equal(pa, pb);
+      if (equal && !norm) continue;  // nothing to add: no difference, and ||A|| not wanted
       const __m128i ca[4] = {load128(pa), load128(pa + 16), load128(pa + 32), load128(pa + 48)};
       __m128i va[4];
       transpose4(ca, va);
-      if (block_equal(pa, pb)) {
+      if (equal) {
         for (int v = 0; v < 4; ++v) a2_32(s, va[v]);
         continue;
       }
@@ -254,7 +256,7 @@ inline __m256i order16(__m256i u) {
 }
 
 template <bool Half>
-void tile16(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
+void tile16(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out, bool norm) {
   // Eight elements per chunk, widened to 32 bits (low half elements 0-3, high half 4-7); one
   // transpose handles both halves, then it is the float32 path with the order of the 16-bit format.
   auto widen = [](const uint8_t* p, __m256i bits[4], __m256i ord[4]) {
@@ -273,8 +275,10 @@ void tile16(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out)
     for (uint32_t k = 0; k < kRows; ++k) {
       const uint8_t* pa = a + k * kRowBytes + g * 64;
       const uint8_t* pb = b + k * kRowBytes + g * 64;
+      const bool equal = block_equal(pa, pb);
+      if (equal && !norm) continue;  // nothing to add: no difference, and ||A|| not wanted
       __m256i va[4], oa[4], vb[4], ob[4];
-      if (block_equal(pa, pb)) {
+      if (equal) {
         widen(pa, va, nullptr);
         for (int v = 0; v < 4; ++v) a2_32(s, _mm256_castsi256_si128(va[v]));
         for (int v = 0; v < 4; ++v) a2_32(s, _mm256_extracti128_si256(va[v], 1));
@@ -296,15 +300,15 @@ void tile16(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out)
 
 }  // namespace
 
-void diff_tile_bf16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
-  tile16<false>(a, b, lanes, out);
+void diff_tile_bf16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out, bool norm) {
+  tile16<false>(a, b, lanes, out, norm);
 }
 
-void diff_tile_f16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
-  tile16<true>(a, b, lanes, out);
+void diff_tile_f16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out, bool norm) {
+  tile16<true>(a, b, lanes, out, norm);
 }
 
-void diff_tile_f64_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
+void diff_tile_f64_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out, bool norm) {
   const __m256i zero = _mm256_setzero_si256();
   const __m256i exp_all = _mm256_set1_epi64x(0x7FF0000000000000LL);
   const __m256i man = _mm256_set1_epi64x(0x000FFFFFFFFFFFFFLL);
@@ -326,11 +330,13 @@ void diff_tile_f64_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, Ro
     for (uint32_t k = 0; k < kRows; ++k) {
       const uint8_t* pa = a + k * kRowBytes + g * 64;
       const uint8_t* pb = b + k * kRowBytes + g * 64;
+      const bool equal = block_equal(pa, pb);
+      if (equal && !norm) continue;  // nothing to add: no difference, and ||A|| not wanted
       // Two chunks (two elements each) per load; the unpacks give element v of chunks 0, 2, 1, 3.
       const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pa));
       const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pa + 32));
       const __m256i va[2] = {_mm256_unpacklo_epi64(a0, a1), _mm256_unpackhi_epi64(a0, a1)};
-      if (block_equal(pa, pb)) {
+      if (equal) {
         for (int v = 0; v < 2; ++v) add_a2(s, _mm256_castsi256_pd(va[v]), finite(va[v]));
         continue;
       }

@@ -199,16 +199,18 @@ inline __m256i order16(__m256i u) {
 }
 
 template <bool Half>
-void tile16(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
+void tile16(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out, bool norm) {
   Acc8 acc;
   for (uint32_t g = 0; g < kDiffLanes / 8; ++g) {
     Sums8 s;
     for (uint32_t k = 0; k < kRows; ++k) {
       const uint8_t* pa = a + k * kRowBytes + g * 128;
       const uint8_t* pb = b + k * kRowBytes + g * 128;
+      const bool equal = block_equal(pa, pb);
+      if (equal && !norm) continue;  // nothing to add: no difference, and ||A|| not wanted
       __m256i ua[8];
       gather16(pa, ua);
-      if (block_equal(pa, pb)) {
+      if (equal) {
         for (int v = 0; v < 8; ++v) a2_32(s, to_f32_bits<Half>(ua[v]));
         continue;
       }
@@ -224,16 +226,18 @@ void tile16(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out)
 
 }  // namespace
 
-void diff_tile_f32_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
+void diff_tile_f32_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out, bool norm) {
   Acc8 acc;
   for (uint32_t g = 0; g < kDiffLanes / 8; ++g) {
     Sums8 s;
     for (uint32_t k = 0; k < kRows; ++k) {
       const uint8_t* pa = a + k * kRowBytes + g * 128;
       const uint8_t* pb = b + k * kRowBytes + g * 128;
+      const bool equal = block_equal(pa, pb);
+      if (equal && !norm) continue;  // nothing to add: no difference, and ||A|| not wanted
       __m256i va[4];
       gather32(pa, va);
-      if (block_equal(pa, pb)) {
+      if (equal) {
         for (int v = 0; v < 4; ++v) a2_32(s, va[v]);
         continue;
       }
@@ -246,15 +250,15 @@ void diff_tile_f32_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, 
   finish(acc, out);
 }
 
-void diff_tile_bf16_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
-  tile16<false>(a, b, lanes, out);
+void diff_tile_bf16_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out, bool norm) {
+  tile16<false>(a, b, lanes, out, norm);
 }
 
-void diff_tile_f16_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
-  tile16<true>(a, b, lanes, out);
+void diff_tile_f16_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out, bool norm) {
+  tile16<true>(a, b, lanes, out, norm);
 }
 
-void diff_tile_f64_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out) {
+void diff_tile_f64_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* out, bool norm) {
   const __m512i exp_all = _mm512_set1_epi64(0x7FF0000000000000LL);
   const __m512i man = _mm512_set1_epi64(0x000FFFFFFFFFFFFFLL);
   const __m512i mag = _mm512_set1_epi64(0x7FFFFFFFFFFFFFFFLL);
@@ -276,9 +280,11 @@ void diff_tile_f64_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, 
     for (uint32_t k = 0; k < kRows; ++k) {
       const uint8_t* pa = a + k * kRowBytes + g * 128;
       const uint8_t* pb = b + k * kRowBytes + g * 128;
+      const bool equal = block_equal(pa, pb);
+      if (equal && !norm) continue;  // nothing to add: no difference, and ||A|| not wanted
       const __m512i a0 = _mm512_loadu_si512(pa), a1 = _mm512_loadu_si512(pa + 64);
       const __m512i va[2] = {_mm512_permutex2var_epi64(a0, i0, a1), _mm512_permutex2var_epi64(a0, i1, a1)};
-      if (block_equal(pa, pb)) {
+      if (equal) {
         for (int v = 0; v < 2; ++v) {
           const __m512d x = _mm512_castsi512_pd(va[v]);
           const __mmask8 fin = _mm512_cmpneq_epi64_mask(_mm512_and_si512(va[v], exp_all), exp_all);

@@ -30,15 +30,16 @@ struct TileLanes {
 };
 
 // One full 32 KiB tile of a and b (any alignment): every lane sum in canonical order, maxima and
-// counts folded into *acc. AVX2 (+FMA unused: the file is compiled with -ffp-contract=off) only.
-void diff_tile_f64_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
-void diff_tile_f32_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
-void diff_tile_bf16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
-void diff_tile_f16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
+// counts folded into *acc. Without `norm` the a^2 lanes are not computed (left undefined), and
+// equal 64-byte blocks are skipped. AVX2 (+FMA unused: the file is compiled with -ffp-contract=off) only.
+void diff_tile_f64_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc, bool norm);
+void diff_tile_f32_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc, bool norm);
+void diff_tile_bf16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc, bool norm);
+void diff_tile_f16_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc, bool norm);
 // The same with eight lanes per vector: AVX-512 F/BW/VL/DQ only.
-void diff_tile_f64_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
-void diff_tile_f32_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
-void diff_tile_bf16_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
-void diff_tile_f16_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc);
+void diff_tile_f64_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc, bool norm);
+void diff_tile_f32_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc, bool norm);
+void diff_tile_bf16_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc, bool norm);
+void diff_tile_f16_avx512(const uint8_t* a, const uint8_t* b, TileLanes* lanes, RowAccum* acc, bool norm);
 
 }  // namespace fastckpt::cpu
