@@ -68,7 +68,8 @@ def _decode(u: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "float16":
         return u.astype(np.uint16).view(np.float16).astype(np.float64)
     if dtype == "bfloat16":
-        return (u.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+        widened: np.ndarray = u.astype(np.uint32) << np.uint32(16)
+        return widened.view(np.float32).astype(np.float64)
     if dtype == "float8_e4m3fn":
         return _small_float_table(4, 3, fn=True)[u.astype(np.intp)]
     if dtype == "float8_e5m2":
@@ -96,7 +97,8 @@ def _classify(u: np.ndarray, dtype: str) -> np.ndarray:
 def _ordered(u: np.ndarray, width: int) -> np.ndarray:
     mag = (u & np.uint64((1 << (width - 1)) - 1)).astype(np.int64)
     neg = ((u >> np.uint64(width - 1)) & np.uint64(1)) == 1
-    return np.where(neg, -mag - 1, mag)
+    out: np.ndarray = np.where(neg, -mag - 1, mag)
+    return out
 
 
 def canonical_sum(contrib: np.ndarray, elem_size: int) -> float:

@@ -1,9 +1,9 @@
 """Type stubs for the private native module. Checked with `mypy --strict` in tests/test_stubs.py."""
 
 from collections.abc import Sequence
-from typing import NotRequired, TypedDict
+from typing import TypedDict
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, NotRequired
 
 class CudaStatus(TypedDict):
     compiled: bool
