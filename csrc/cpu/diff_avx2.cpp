@@ -345,6 +345,13 @@ void diff_tile_f64_avx2(const uint8_t* a, const uint8_t* b, TileLanes* lanes, Ro
       const __m256i vb[2] = {_mm256_unpacklo_epi64(b0, b1), _mm256_unpackhi_epi64(b0, b1)};
       for (int v = 0; v < 2; ++v) {
         const __m256i differ = _mm256_xor_si256(_mm256_cmpeq_epi64(va[v], vb[v]), _mm256_set1_epi64x(-1));
+        const __m256i special = _mm256_or_si256(_mm256_cmpeq_epi64(_mm256_and_si256(va[v], exp_all), exp_all),
+                                                _mm256_cmpeq_epi64(_mm256_and_si256(vb[v], exp_all), exp_all));
+        if (_mm256_testz_si256(special, special)) {  // the common case: every value finite
+          step<true>(acc, s, differ, differ, differ, _mm256_castsi256_pd(va[v]), _mm256_castsi256_pd(vb[v]),
+                     order(va[v]), order(vb[v]));
+          continue;
+        }
         step(acc, s, differ, classify(va[v]), classify(vb[v]), _mm256_castsi256_pd(va[v]),
              _mm256_castsi256_pd(vb[v]), order(va[v]), order(vb[v]));
       }
