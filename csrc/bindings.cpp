@@ -27,7 +27,6 @@
 #include "cpu/gf256.hpp"  // Reed-Solomon parity
 #include "cpu/parity_scan.hpp"  // the fused protect pass
 #include "cpu/mapped_file.hpp"
-#include "cpu/sum_squares.hpp"
 #include "cpu/sumsq.hpp"
 #include "cuda/backend.hpp"
 
@@ -217,19 +216,27 @@ PYBIND11_MODULE(_native, m) {
     }
   };
   auto diff_host = [diff_stats](const uint8_t* a, const uint8_t* b, size_t nbytes, const cpu::DiffDType& dt,
-                                int threads) {
+                                int threads, bool norm_a, const std::string& isa_name) {
+    cpu::DiffIsa isa;
+    try {
+      isa = cpu::diff_isa(isa_name);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
     if (nbytes % dt.size != 0) {
       throw py::value_error("byte length " + std::to_string(nbytes) + " is not a multiple of the " +
                             std::to_string(dt.size) + "-byte element size of " + dt.name);
     }
-    diff::Partial p;
+    cpu::DiffResult r;
     if (nbytes >= kGilReleaseBytes) {
       py::gil_scoped_release release;
-      p = cpu::diff_buffers(a, b, nbytes, dt, threads);
+      r = cpu::diff_buffers(a, b, nbytes, dt, threads, norm_a, isa);
     } else {
-      p = cpu::diff_buffers(a, b, nbytes, dt, threads);
+      r = cpu::diff_buffers(a, b, nbytes, dt, threads, norm_a, isa);
     }
-    return diff_stats(p, nbytes / dt.size, dt.kind != diff::Kind::kBits);
+    py::dict d = diff_stats(r.p, nbytes / dt.size, dt.kind != diff::Kind::kBits);
+    if (norm_a) d["sum_sq_a"] = r.has_sum_sq_a ? py::object(py::float_(r.sum_sq_a)) : py::object(py::none());
+    return d;
   };
 
   m.def(
@@ -243,58 +250,40 @@ PYBIND11_MODULE(_native, m) {
 
   m.def(
       "diff_buffers",
-      [find_diff_dtype, diff_host](const py::object& a, const py::object& b, const std::string& dtype, int threads) {
+      [find_diff_dtype, diff_host](const py::object& a, const py::object& b, const std::string& dtype, int threads,
+                                   bool norm_a, const std::string& isa) {
         const cpu::DiffDType& dt = find_diff_dtype(dtype);
         BufferView va(a), vb(b);
         if (va.size() != vb.size()) {
           throw py::value_error("buffers differ in length (" + std::to_string(va.size()) + " and " +
                                 std::to_string(vb.size()) + " bytes): compare equal-shaped tensors only");
         }
-        return diff_host(va.data(), vb.data(), va.size(), dt, threads);
+        return diff_host(va.data(), vb.data(), va.size(), dt, threads, norm_a, isa);
       },
-      py::arg("a"), py::arg("b"), py::arg("dtype"), py::arg("threads") = 0,
+      py::arg("a"), py::arg("b"), py::arg("dtype"), py::arg("threads") = 0, py::kw_only(), py::arg("norm_a") = false,
+      py::arg("isa") = "",
       "Bitwise diff of two equal-length C-contiguous buffers holding elements of `dtype` (a name "
-      "from diff_dtypes()), on the CPU. Returns the raw statistics (see docs/DIFF_SEMANTICS.md).");
+      "from diff_dtypes()), on the CPU. Returns the raw statistics (see docs/DIFF_SEMANTICS.md); with "
+      "norm_a, also 'sum_sq_a': the canonical sum of a*a over A's finite elements when the buffers "
+      "differ and the dtype has float statistics, else None. `isa` picks a kernel from diff_isas() for tests "
+      "and benchmarks (\"\" = the widest usable); results never depend on it or on `threads`.");
+
+  m.def("diff_isas", &cpu::diff_isas, "The diff kernels usable on this CPU, narrowest first.");
 
   m.def(
       "diff_buffers_at",
       [find_diff_dtype, diff_host](uintptr_t a_address, uintptr_t b_address, size_t nbytes, const std::string& dtype,
-                                   int threads) {
+                                   int threads, bool norm_a, const std::string& isa) {
         const cpu::DiffDType& dt = find_diff_dtype(dtype);
         if ((a_address == 0 || b_address == 0) && nbytes != 0)
           throw py::value_error("null address with a non-zero length");
         return diff_host(reinterpret_cast<const uint8_t*>(a_address), reinterpret_cast<const uint8_t*>(b_address),
-                         nbytes, dt, threads);
+                         nbytes, dt, threads, norm_a, isa);
       },
       py::arg("a_address"), py::arg("b_address"), py::arg("nbytes"), py::arg("dtype"), py::arg("threads") = 0,
+      py::kw_only(), py::arg("norm_a") = false, py::arg("isa") = "",
       "Like diff_buffers, for host memory given as two addresses and one byte length (raw-pointer "
       "contract at the top of this file: the caller keeps both ranges alive and unmodified).");
-
-  // Sum of squares of a float buffer (diff issue): ||A|| for the relative change ||B-A||/||A||.
-  m.def(
-      "sum_squares",
-      [](const py::object& data, const std::string& dtype, int threads) {
-        if (cpu::sum_squares_itemsize(dtype) == 0) {
-          throw py::value_error("sum_squares: unsupported dtype " + dtype +
-                                " (use float64, float32, float16, bfloat16, float8_e4m3fn or float8_e5m2)");
-        }
-        BufferView buf(data);
-        cpu::SumSquares r;
-        try {
-          if (buf.size() >= kGilReleaseBytes) {
-            py::gil_scoped_release release;
-            r = cpu::sum_squares(buf.data(), buf.size(), dtype, threads);
-          } else {
-            r = cpu::sum_squares(buf.data(), buf.size(), dtype, threads);
-          }
-        } catch (const std::invalid_argument& e) {
-          throw py::value_error(e.what());
-        }
-        return py::make_tuple(r.sum_sq, r.non_finite);
-      },
-      py::arg("data"), py::arg("dtype"), py::arg("threads") = 0,
-      "(sum of x*x over the finite elements in float64, count of NaN/Inf elements) of a C-contiguous "
-      "buffer of float elements; the summation order is unspecified.");
 
   // ---- zip CRC-32 (formats / verify issue) ----
   // zlib-compatible CRC-32 (polynomial 0xEDB88320). `isa` picks an implementation for tests and

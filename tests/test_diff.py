@@ -22,8 +22,22 @@ DTYPES = sorted(_native.diff_dtypes())
 FLOATS = sorted(FLOAT_FORMATS)
 
 
+ISAS = _native.diff_isas()
+
+
 def native(a: bytes | memoryview, b: bytes | memoryview, dtype: str, threads: int = 0) -> dict:
-    return dict(_native.diff_buffers(a, b, dtype, threads))
+    """The kernel's statistics, ||A||^2 ("sum_sq_a") included, after checking that every kernel
+    usable on this CPU (scalar, AVX2, AVX-512) returns the same bits, with and without norm_a."""
+    results = [dict(_native.diff_buffers(a, b, dtype, threads, norm_a=True, isa=isa)) for isa in ISAS]
+    for isa, r in zip(ISAS, results, strict=True):
+        assert r == results[0], (isa, ISAS[0])
+        plain = dict(_native.diff_buffers(a, b, dtype, threads, isa=isa))
+        assert plain == {k: v for k, v in r.items() if k != "sum_sq_a"}, (isa, "norm_a=False")
+    return results[-1]
+
+
+def reference(a: bytes | memoryview, b: bytes | memoryview, dtype: str) -> dict:
+    return reference_diff(a, b, dtype, norm_a=True)
 
 
 def mutate(data: bytes, fraction: float, seed: int) -> bytes:
@@ -54,7 +68,7 @@ def test_random_bits_every_dtype_boundary_sizes(dtype: str) -> None:
         a = random_bytes(n_elems * size, seed=n_elems)
         for fraction in (0.0, 0.001, 0.3, 1.0):
             b = mutate(a, fraction, seed=n_elems + 1)
-            assert native(a, b, dtype) == reference_diff(a, b, dtype), (n_elems, fraction)
+            assert native(a, b, dtype) == reference(a, b, dtype), (n_elems, fraction)
 
 
 def special_patterns(dtype: str) -> list[int]:
@@ -78,8 +92,8 @@ def test_every_pair_of_special_values(dtype: str) -> None:
     np_u = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}[width]
     a = np.array([x for x in pats for _ in pats], dtype=np_u).tobytes()
     b = np.array([y for _ in pats for y in pats], dtype=np_u).tobytes()
-    assert native(a, b, dtype) == reference_diff(a, b, dtype)
-    assert native(b, a, dtype) == reference_diff(b, a, dtype)
+    assert native(a, b, dtype) == reference(a, b, dtype)
+    assert native(b, a, dtype) == reference(b, a, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
@@ -90,7 +104,7 @@ def test_realistic_perturbations(dtype: str) -> None:
     b[::7] = a[::7]
     b[123] = np.nan
     a[456] = np.inf
-    assert native(a.tobytes(), b.tobytes(), dtype) == reference_diff(a.tobytes(), b.tobytes(), dtype)
+    assert native(a.tobytes(), b.tobytes(), dtype) == reference(a.tobytes(), b.tobytes(), dtype)
 
 
 @pytest.mark.parametrize("offset", [1, 2, 3, 4, 8, 15])
@@ -100,7 +114,7 @@ def test_unaligned_buffers(offset: int) -> None:
     va = memoryview(a)[offset : offset + 3 * TILE_BYTES + 64]
     vb = memoryview(b)[16 - offset : 16 - offset + 3 * TILE_BYTES + 64]
     for dtype in ("float32", "bfloat16", "float64", "int8", "complex128"):
-        assert native(va, vb, dtype) == reference_diff(va, vb, dtype)
+        assert native(va, vb, dtype) == reference(va, vb, dtype)
 
 
 def test_thread_count_does_not_change_any_bit() -> None:
@@ -108,7 +122,7 @@ def test_thread_count_does_not_change_any_bit() -> None:
     b = mutate(a, 0.2, seed=12)
     results = [native(a, b, "bfloat16", threads) for threads in (1, 2, 3, 0)]
     assert all(r == results[0] for r in results)
-    assert results[0] == reference_diff(a, b, "bfloat16")
+    assert results[0] == reference(a, b, "bfloat16")
 
 
 def pack(fmt: str, values: list[float]) -> bytes:
@@ -167,7 +181,7 @@ def test_property_matches_reference(dtype: str, x: bytes, y: bytes) -> None:
     size = itemsize(dtype)
     n = min(len(x), len(y)) // size * size
     a, b = x[:n], y[:n]
-    assert native(a, b, dtype) == reference_diff(a, b, dtype)
+    assert native(a, b, dtype) == reference(a, b, dtype)
     assert native(a, a, dtype)["n_different"] == 0
 
 
@@ -281,6 +295,30 @@ def test_torch_non_contiguous_and_views() -> None:
     assert (d.n_different, d.first_diff_index) == (1, 499)
 
 
+def test_compare_many_runs_small_cpu_pairs_side_by_side() -> None:
+    """Many small CPU pairs go to a thread pool: every result lands on its own pair and equals the
+    numpy reference (sizes straddle the 64 KiB GIL threshold and the 8 MiB threading threshold)."""
+    g = torch.Generator().manual_seed(9)
+    pairs = []
+    for i, n in enumerate([0, 1, 7, 8191, 16384, 16385, 40000, 3 << 20, 5, 100_000] * 3):
+        a = torch.randn(n, generator=g).to(torch.bfloat16 if i % 2 else torch.float32)
+        b = a.clone()
+        if n and i % 3:
+            b[(i * 7919) % n] += 1
+        pairs.append((a, b))
+    many = fastckpt.compare_many(pairs, threads=2)
+    for (a, b), d in zip(pairs, many, strict=True):
+        ref = reference_diff(
+            a.view(torch.uint8).numpy().tobytes(), b.view(torch.uint8).numpy().tobytes(), d.dtype
+        )
+        assert (d.n_elements, d.n_different, d.first_diff_index) == (
+            ref["n_elements"],
+            ref["n_different"],
+            ref["first_diff_index"] if ref["first_diff_index"] >= 0 else None,
+        )
+        assert d == fastckpt.compare_tensors(a, b, threads=1)
+
+
 def test_compare_many_mixed_inputs() -> None:
     a = torch.ones(10)
     pairs = [(a, a.clone()), (np.ones(3), np.zeros(3)), (a.int(), a.int() + 1)]
@@ -351,4 +389,156 @@ def test_sparse_changes_at_block_and_row_edges(dtype: str) -> None:
     ):
         arr[e * size] ^= 0x11
     b = bytes(arr)
-    assert native(a, b, dtype) == reference_diff(a, b, dtype)
+    assert native(a, b, dtype) == reference(a, b, dtype)
+
+
+# ---- ||A||^2 and the vector tile kernels -------------------------------------------------------
+
+
+def test_isa_names() -> None:
+    assert ISAS[0] == "scalar"
+    assert set(ISAS) <= {"scalar", "avx2", "avx512"}
+    a = b"\0" * 8
+    assert _native.diff_buffers(a, a, "float32", isa="") == _native.diff_buffers(
+        a, a, "float32", isa=ISAS[-1]
+    )
+    with pytest.raises(ValueError, match="not usable"):
+        _native.diff_buffers(a, a, "float32", isa="sse9")
+
+
+def test_norm_a_flag_only_adds_sum_sq_a() -> None:
+    """Without norm_a the kernels skip equal blocks inside differing tiles (nothing to square):
+    every other statistic must be the same bits."""
+    a = random_bytes(2 * TILE_BYTES + 40, seed=31)
+    b = mutate(a, 0.001, seed=32)
+    for dtype in [*FLOATS, "int16"]:
+        with_norm = native(a, b, dtype)
+        assert with_norm["n_different"] > 0
+        for isa in ISAS:
+            plain = dict(_native.diff_buffers(a, b, dtype, isa=isa))
+            assert "sum_sq_a" not in plain
+            assert {k: v for k, v in with_norm.items() if k != "sum_sq_a"} == plain, (dtype, isa)
+    for dtype in ("float32", "bfloat16", "int16"):
+        with_norm = native(a, b, dtype)
+        at = _native.diff_buffers_at(
+            np.frombuffer(a, np.uint8).ctypes.data,
+            np.frombuffer(b, np.uint8).ctypes.data,
+            len(a),
+            dtype,
+            norm_a=True,
+        )
+        assert dict(at) == with_norm
+    assert native(a, a, "float32")["sum_sq_a"] is None  # equal: not computed
+    assert native(a, b, "int16")["sum_sq_a"] is None  # no float statistics
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_special_values_fill_full_tiles(dtype: str) -> None:
+    """Every pair of special values, repeated over several full tiles so that the vector kernels see
+    them in every lane position (the short special-value test above stays in the scalar tail)."""
+    pats = special_patterns(dtype)
+    width = FLOAT_FORMATS[dtype][0]
+    np_u = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}[width]
+    xa = np.array([x for x in pats for _ in pats], dtype=np_u)
+    xb = np.array([y for _ in pats for y in pats], dtype=np_u)
+    reps = -(-3 * TILE_BYTES // xa.nbytes)
+    rng = np.random.default_rng(width)
+    order = rng.permutation(reps * xa.size)
+    a = np.tile(xa, reps)[order].tobytes()
+    b = np.tile(xb, reps)[order].tobytes()
+    assert native(a, b, dtype) == reference(a, b, dtype)
+    assert native(b, a, dtype) == reference(b, a, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_boundary_lengths_up_to_4160_elements(dtype: str) -> None:
+    size = itemsize(dtype)
+    lengths = set(range(0, 70))
+    for w in (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096):
+        lengths |= {w - 1, w, w + 1}
+    lengths |= {4159, 4160}
+    big = random_bytes(4160 * size, seed=size)
+    other = mutate(big, 0.5, seed=size + 1)
+    for n in sorted(lengths):
+        a, b = big[: n * size], other[: n * size]
+        assert native(a, b, dtype) == reference(a, b, dtype), n
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64", "float16"])
+def test_norm_of_partly_equal_tensors(dtype: str) -> None:
+    """Equal tiles are skipped by the difference pass and summed for ||A|| afterwards; their a^2
+    must land in the same canonical order as the differing tiles'."""
+    size = itemsize(dtype)
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal(5 * TILE_BYTES // size + 7) * 3).astype(np.float64)
+    if dtype == "bfloat16":
+        raw_a = (a.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    else:
+        raw_a = a.astype(dtype).tobytes()
+    for tiles in ([0], [4], [1, 3], [5]):  # the differing tiles (5: the short last one)
+        arr = bytearray(raw_a)
+        for t in tiles:
+            arr[t * TILE_BYTES + 2 * size] ^= 0x01
+        b = bytes(arr)
+        assert native(raw_a, b, dtype) == reference(raw_a, b, dtype), tiles
+        for threads in (1, 2):
+            assert native(raw_a, b, dtype, threads) == native(raw_a, b, dtype), threads
+
+
+def test_norm_thread_count_does_not_change_any_bit() -> None:
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal(9 << 18).astype(np.float32)  # 9 MiB: above the threading threshold
+    b = a.copy()
+    b[: a.size // 3] += np.float32(1e-3)  # a third differs: two thirds of the tiles are summed later
+    results = [native(a.tobytes(), b.tobytes(), "float32", threads) for threads in (1, 2, 3, 0)]
+    assert all(r == results[0] for r in results)
+    assert results[0] == reference(a.tobytes(), b.tobytes(), "float32")
+    assert math.isclose(
+        math.sqrt(results[0]["sum_sq_a"]), float(np.linalg.norm(a.astype(np.float64))), rel_tol=1e-12
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(FLOATS),
+    st.binary(min_size=1, max_size=512),
+    st.integers(min_value=0, max_value=2 * TILE_BYTES),
+    st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=255)), max_size=40),
+    st.integers(min_value=0, max_value=15),
+)
+def test_property_full_tiles_match_reference(
+    dtype: str, pattern: bytes, extra: int, edits: list[tuple[int, int]], offset: int
+) -> None:
+    """Hypothesis-drawn contents large enough for the vector tile kernels (>= one full tile),
+    at a drawn misalignment, with drawn byte edits in b."""
+    size = itemsize(dtype)
+    n = (TILE_BYTES + extra) // size * size
+    a = bytearray((pattern * (n // len(pattern) + 16))[offset : offset + n])
+    b = bytearray(a)
+    for pos, val in edits:
+        b[pos % n] = val
+    # The kernel reads misaligned views; the reference reads plain copies of the same bytes.
+    va = memoryview(bytes(offset) + bytes(a))[offset:]
+    vb = memoryview(bytes(15 - offset) + bytes(b))[15 - offset :]
+    assert native(va, vb, dtype) == reference(bytes(a), bytes(b), dtype)
+
+
+def test_flush_denormal_mode_does_not_change_results() -> None:
+    """torch.set_flush_denormal(True) sets FTZ/DAZ on the calling thread, which runs the kernel when
+    threads=1; subnormals must still be compared exactly."""
+    rng = np.random.default_rng(8)
+    for dtype, np_t in (("float32", np.uint32), ("float64", np.uint64), ("float16", np.uint16)):
+        width = FLOAT_FORMATS[dtype][0]
+        man = (1 << FLOAT_FORMATS[dtype][2]) - 1
+        n = 3 * TILE_BYTES // (width // 8)
+        a = rng.integers(1, man, n, dtype=np.uint64) | (rng.integers(0, 2, n, dtype=np.uint64) << (width - 1))
+        b = a ^ np.uint64(1)
+        ra, rb = a.astype(np_t).tobytes(), b.astype(np_t).tobytes()
+        want = reference(ra, rb, dtype)
+        assert want["sum_abs_diff"] > 0
+        if not torch.set_flush_denormal(True):
+            pytest.skip("this CPU has no flush-denormal mode")
+        try:
+            assert native(ra, rb, dtype, threads=1) == want
+        finally:
+            torch.set_flush_denormal(False)

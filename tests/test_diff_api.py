@@ -253,6 +253,29 @@ def test_file_vs_file_and_vs_memory(tmp_path) -> None:
     assert diff(pa, a).identical
 
 
+def test_rel_change_is_exact_and_the_same_from_files_and_memory(tmp_path) -> None:
+    """||A|| comes from the CPU kernel's own pass for files and for in-memory CPU tensors alike, so
+    rel_change is the same bits either way and equals the canonical-order reference exactly."""
+    from fastckpt._diff_reference import reference_diff
+
+    a = sample_sd(3)
+    b = clone(a)
+    for k in ("layers.0.weight", "embed.weight", "norm.weight"):
+        b[k] = b[k] + 0.25  # every element differs
+    b["layers.1.bias"][3] = float("nan")  # rel_change inf
+    pa, pb = save_pt(tmp_path, "a.pt", a), save_pt(tmp_path, "b.pt", b)
+    runs = [diff(x, y) for x, y in ((pa, pb), (a, b), (pa, b), (a, pb))]
+    for k in ("layers.0.weight", "embed.weight", "norm.weight"):
+        raw_a = a[k].reshape(-1).view(torch.uint8).numpy().tobytes()
+        raw_b = b[k].reshape(-1).view(torch.uint8).numpy().tobytes()
+        ref = reference_diff(raw_a, raw_b, str(a[k].dtype).removeprefix("torch."), norm_a=True)
+        n = ref["n_elements"]
+        want = (math.sqrt(ref["sum_sq_diff"] / n) * math.sqrt(n)) / math.sqrt(ref["sum_sq_a"])
+        got = [next(t for t in r.tensors if t.key == k).rel_change for r in runs]
+        assert got == [want] * 4, k
+    assert all(next(t for t in r.tensors if t.key == "layers.1.bias").rel_change == math.inf for r in runs)
+
+
 def test_pt_vs_safetensors_conversion_identical(tmp_path) -> None:
     st_torch = pytest.importorskip("safetensors.torch")
     sd = sample_sd()
@@ -536,19 +559,28 @@ def test_two_files_are_compared_without_torch(tmp_path) -> None:
     "dtype", ["float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"]
 )
 def test_buffer_norm_matches_float64_reference(dtype) -> None:
-    from fastckpt._diffkernel import buffer_norm
+    """||A|| of a differing file pair comes from the diff kernel's own pass (norm_a): it matches an
+    independent float64 norm of A's finite elements, and the exact canonical-order reference."""
+    from fastckpt._diff_reference import reference_sum_sq_a
+    from fastckpt._diffkernel import compare_buffers
 
     g = torch.Generator().manual_seed(1)
-    x = (torch.randn(3001, generator=g, dtype=torch.float64) * 7).to(getattr(torch, dtype))
+    x = (torch.randn(30001, generator=g, dtype=torch.float64) * 7).to(getattr(torch, dtype))
     if dtype != "float8_e4m3fn":  # e4m3fn has no infinity
         x[5] = float("inf")
     x[7] = float("nan")
+    y = x.clone()
+    y[20000] = 0.5
     ref = x.to(torch.float64)
     ref = torch.where(torch.isfinite(ref), ref, 0.0)
     expected = float(torch.linalg.vector_norm(ref))
-    got = buffer_norm(x.view(torch.uint8).numpy().tobytes(), dtype)
-    assert got == pytest.approx(expected, rel=1e-6)
-    assert buffer_norm(b"\x00" * 8, "int64") is None
+    raw_a, raw_b = x.view(torch.uint8).numpy().tobytes(), y.view(torch.uint8).numpy().tobytes()
+    got = compare_buffers(raw_a, raw_b, dtype, (30001,)).norm_a
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert got == math.sqrt(reference_sum_sq_a(raw_a, dtype))
+    assert compare_buffers(raw_a, raw_a, dtype, (30001,)).norm_a is None  # equal: not computed
+    ints = b"\x00" * 8, b"\x01" + b"\x00" * 7
+    assert compare_buffers(*ints, "int64", (1,)).norm_a is None
 
 
 def test_renamed_and_converted_is_paired_by_rule() -> None:

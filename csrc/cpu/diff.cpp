@@ -1,18 +1,24 @@
 // The CPU bitwise-diff kernel: the same tiles, lanes and reduction order as the CUDA kernel
 // (csrc/common/diff_math.hpp), so both give bit-identical statistics.
 //
-// Workers take runs of 32 KiB tiles from a shared counter and write one Partial per tile; the
-// caller then folds tiles into super-tiles and super-tiles into the total, sequentially, exactly as
-// the GPU does after its block reduction. A tile whose bytes are equal (memcmp, memory speed) is
-// skipped entirely: it contributes nothing to any statistic.
+// Workers take runs of 32 KiB tiles from a shared counter and write one result per tile; the caller
+// then folds tiles into super-tiles and super-tiles into the total, sequentially, exactly as the GPU
+// does after its block reduction. A tile whose bytes are equal (memcmp, memory speed) is skipped: it
+// contributes nothing to any difference statistic. A differing tile goes to a vector kernel
+// (diff_avx2.cpp: full float64/float32/bfloat16/float16 tiles) or to the scalar one, which also sum a^2 over
+// A's finite elements in the same canonical order: ||A|| for the relative change, with no second
+// pass over the differing tiles.
 #include "diff.hpp"
 
 #include "diff_isa.hpp"
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <stdexcept>
 #include <thread>
+
+#include <xmmintrin.h>
 
 namespace fastckpt::cpu {
 namespace {
@@ -74,201 +80,170 @@ struct UInt<8> {
   using T = uint64_t;
 };
 
-// One element after another, without branches: the same definitions as diff::differing_element
-// (which the GPU uses), for the elements the vector kernels leave over and for the other float
-// formats. Elements whose bits are equal contribute exact zeros, which leave every sum unchanged.
+static_assert(kDiffLanes == diff::kLanes && kDiffTileBytes == diff::kTileBytes, "diff_isa.hpp is out of date");
+
+// One tile's statistics: the Partial of the specification plus the canonical sum of a^2 over A's
+// finite elements (||A||^2, for the relative change), which the other backends do not compute.
+struct TileResult {
+  Partial p;
+  double a2;
+  bool has_a2;  // false for an equal tile skipped by memcmp (its a2 is computed only if needed)
+};
+
+using TileFn = void (*)(const uint8_t*, const uint8_t*, uint64_t, DiffIsa, bool, TileResult&);
+
+// Index of the first differing element of a tile known to differ.
+template <uint32_t Size>
+uint64_t first_differing(const uint8_t* a, const uint8_t* b, uint64_t len) {
+  uint64_t off = 0;
+  for (; off + 64 <= len; off += 64)
+    if (std::memcmp(a + off, b + off, 64) != 0) break;
+  while (std::memcmp(a + off, b + off, Size) == 0) off += Size;
+  return off / Size;
+}
+
+// The halving tree over the 256 lanes (step 3 of the canonical order).
+inline double lane_tree(double* lanes) {
+  for (uint32_t h = diff::kLanes / 2; h >= 1; h >>= 1)
+    for (uint32_t t = 0; t < h; ++t) lanes[t] = diff::add_rn(lanes[t], lanes[t + h]);
+  return lanes[0];
+}
+
+void set_from(TileResult& r, TileLanes& lanes, const RowAccum& rs) {
+  r.p.max_abs = rs.max_abs;
+  r.p.max_rel = rs.max_rel;
+  r.p.max_ulp = rs.max_ulp;
+  r.p.n_diff = rs.n_diff;
+  r.p.introduced = rs.introduced;
+  r.p.removed = rs.removed;
+  r.p.sum_abs = lane_tree(lanes.abs);
+  r.p.sum_sq = lane_tree(lanes.sq);
+  r.a2 = lane_tree(lanes.a2);
+  r.has_a2 = true;
+}
+
+// Any tile of a float format, element by element, chunk by chunk in index order (so lane t = chunk
+// mod 256 adds its elements in index order): the specification written out, for the formats and
+// tile lengths the vector kernels do not cover and for CPUs without AVX2. Equal chunks add only a^2
+// (nothing without `norm`).
 template <Kind K, uint32_t Size>
-void row_elements(const uint8_t* a, const uint8_t* b, uint32_t n, double* c_abs, double* c_sq, RowAccum& rs) {
+void tile_scalar(const uint8_t* a, const uint8_t* b, uint64_t len, bool norm, TileResult& r) {
   using U = typename UInt<Size>::T;
   const double inf = diff::bits_to_double(diff::kInfBits);
-  for (uint32_t e = 0; e < n; ++e) {
-    U xa, xb;
-    std::memcpy(&xa, a + static_cast<size_t>(e) * Size, Size);
-    std::memcpy(&xb, b + static_cast<size_t>(e) * Size, Size);
-    const uint64_t ua = xa, ub = xb;
-    const bool differ = ua != ub;
-    rs.n_diff += differ;
-    if constexpr (K != Kind::kBits) {
-      const uint32_t ca = diff::classify<K>(ua), cb = diff::classify<K>(ub);
-      rs.introduced += differ & (cb != diff::kFinite) & (cb != ca);
-      rs.removed += differ & (ca != diff::kFinite) & (ca != cb);
-      const bool use = differ & (ca == diff::kFinite) & (cb == diff::kFinite);
-      const double x = diff::decode<K>(ua), y = diff::decode<K>(ub);
-      const double d_any = diff::abs_exact(diff::sub_rn(x, y));
-      const double d = use ? d_any : 0.0;
-      c_abs[e] = d;
-      c_sq[e] = diff::mul_rn(d, d);
-      if (!use) continue;
+  TileLanes lanes = {};
+  RowAccum rs;
+  for (uint64_t off = 0; off < len; off += diff::kChunkBytes) {
+    const uint32_t t = static_cast<uint32_t>((off / diff::kChunkBytes) % diff::kLanes);
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(diff::kChunkBytes, len - off) / Size);
+    const bool chunk_differs = std::memcmp(a + off, b + off, n * Size) != 0;
+    if (!chunk_differs && !norm) continue;
+    for (uint32_t e = 0; e < n; ++e) {
+      U xa, xb;
+      std::memcpy(&xa, a + off + e * Size, Size);
+      std::memcpy(&xb, b + off + e * Size, Size);
+      const uint64_t ua = xa, ub = xb;
+      const uint32_t ca = diff::classify<K>(ua);
+      const double x = ca == diff::kFinite ? diff::decode<K>(ua) : 0.0;
+      lanes.a2[t] = diff::add_rn(lanes.a2[t], diff::mul_rn(x, x));
+      if (!chunk_differs || ua == ub) continue;
+      rs.n_diff += 1;
+      const uint32_t cb = diff::classify<K>(ub);
+      if (ca != diff::kFinite || cb != diff::kFinite) {
+        if (cb != diff::kFinite && cb != ca) rs.introduced += 1;
+        if (ca != diff::kFinite && ca != cb) rs.removed += 1;
+        continue;
+      }
+      const double y = diff::decode<K>(ub);
+      const double d = diff::abs_exact(diff::sub_rn(x, y));
+      lanes.abs[t] = diff::add_rn(lanes.abs[t], d);
+      lanes.sq[t] = diff::add_rn(lanes.sq[t], diff::mul_rn(d, d));
       if (d > rs.max_abs) rs.max_abs = d;
       const double ax = diff::abs_exact(x);
       if (ax == 0.0) {
         if (d != 0.0) rs.max_rel = inf;
       } else if (diff::rel_may_exceed(d, ax, rs.max_rel)) {
-        const double r = diff::div_rn(d, ax);
-        if (r > rs.max_rel) rs.max_rel = r;
+        const double q = diff::div_rn(d, ax);
+        if (q > rs.max_rel) rs.max_rel = q;
       }
       const uint64_t u = diff::ulp_distance(diff::ordered<K>(ua), diff::ordered<K>(ub));
       if (u > rs.max_ulp) rs.max_ulp = u;
     }
   }
+  set_from(r, lanes, rs);
+  if (r.p.n_diff != 0) r.p.first_diff = first_differing<Size>(a, b, len);
 }
 
-using VectorRowFn = void (*)(const uint8_t*, const uint8_t*, uint32_t, double*, double*, RowAccum*);
+using VectorTileFn = void (*)(const uint8_t*, const uint8_t*, TileLanes*, RowAccum*, bool);
 
-// The AVX2 row kernel for K, or null (then every element takes row_elements).
-template <Kind K>
-VectorRowFn vector_row() {
-  static const bool avx2 = [] {
+bool have_avx2() {
+  static const bool ok = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") != 0;
   }();
-  if (!avx2) return nullptr;
-  if constexpr (K == Kind::kF64) return diff_row_f64_avx2;
-  if constexpr (K == Kind::kF32) return diff_row_f32_avx2;
-  if constexpr (K == Kind::kBF16) return diff_row_bf16_avx2;
-  return nullptr;
+  return ok;
 }
 
-constexpr uint32_t kBlockBytes = 64;
-constexpr int kSparseBlocks = 16;  // of a row's 64 blocks; above this the whole row is computed
+bool have_avx512() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  }();
+  return ok;
+}
 
-// Bit i set when bytes [64 i, 64 i + 64) of the row differ.
-inline uint64_t differing_blocks(const uint8_t* a, const uint8_t* b, uint64_t len) {
-  uint64_t mask = 0;
-  for (uint64_t blk = 0; blk * kBlockBytes < len; ++blk) {
-    const uint64_t off = blk * kBlockBytes;
-    const uint64_t n = std::min<uint64_t>(kBlockBytes, len - off);
-    if (n == kBlockBytes) {
-      uint64_t x[8], y[8], acc = 0;
-      std::memcpy(x, a + off, kBlockBytes);
-      std::memcpy(y, b + off, kBlockBytes);
-      for (int i = 0; i < 8; ++i) acc |= x[i] ^ y[i];
-      mask |= static_cast<uint64_t>(acc != 0) << blk;
-    } else {
-      mask |= static_cast<uint64_t>(std::memcmp(a + off, b + off, n) != 0) << blk;
-    }
+// Full tiles of float64/float32/bfloat16/float16 take the widest vector kernel the CPU (and `isa`)
+// allows; the rest the scalar one. All give the same bits (tests/test_diff.py holds each to the
+// numpy reference).
+template <Kind K, uint32_t Size, VectorTileFn Avx2, VectorTileFn Avx512>
+void tile_float(const uint8_t* a, const uint8_t* b, uint64_t len, DiffIsa isa, bool norm, TileResult& r) {
+  VectorTileFn vec = nullptr;
+  if (len == diff::kTileBytes) {
+    if (isa == DiffIsa::kAvx512) vec = Avx512;
+    if (isa == DiffIsa::kAvx2) vec = Avx2;
   }
-  return mask;
+  if (vec == nullptr) return tile_scalar<K, Size>(a, b, len, norm, r);
+  TileLanes lanes;
+  RowAccum rs;
+  vec(a, b, &lanes, &rs, norm);
+  set_from(r, lanes, rs);
+  if (r.p.n_diff != 0) r.p.first_diff = first_differing<Size>(a, b, len);
 }
 
-// Elements [0, n): the vector kernel for the largest multiple of 4, scalar code for the rest.
-template <Kind K, uint32_t Size>
-inline void compute_elements(VectorRowFn vec, const uint8_t* a, const uint8_t* b, uint32_t n, double* c_abs,
-                             double* c_sq, RowAccum& rs) {
-  const uint32_t n_vec = vec != nullptr ? n & ~3u : 0;
-  if (n_vec != 0) vec(a, b, n_vec, c_abs, c_sq, &rs);
-  row_elements<K, Size>(a + static_cast<size_t>(n_vec) * Size, b + static_cast<size_t>(n_vec) * Size, n - n_vec,
-                        c_abs + n_vec, c_sq + n_vec, rs);
-}
-
-constexpr uint64_t kRowBytes = uint64_t{diff::kLanes} * diff::kChunkBytes;  // 4 KiB: chunk k*256 + t, t < 256
-
-// One tile, row by row (row k holds chunk k*256 + t for lane t, so a lane's elements in row order
-// are its canonical order). Equal rows are skipped with memcmp.
-template <Kind K, uint32_t Size>
-Partial tile_partial(const uint8_t* a, const uint8_t* b, uint64_t tile_off, uint64_t nbytes) {
-  Partial p = diff::empty_partial();
-  const uint64_t tile_len = std::min<uint64_t>(diff::kTileBytes, nbytes - tile_off);
-  if (std::memcmp(a + tile_off, b + tile_off, tile_len) == 0) return p;
+// Bitwise-only formats: counts and the first index.
+template <uint32_t Size>
+void tile_bits(const uint8_t* a, const uint8_t* b, uint64_t len, DiffIsa, bool, TileResult& r) {
+  uint64_t n_diff = 0;
   if constexpr (Size == 16) {
-    for (uint64_t off = tile_off; off < tile_off + tile_len; off += 16) {
-      if (std::memcmp(a + off, b + off, 16) != 0) {
-        p.n_diff += 1;
-        if (off / 16 < p.first_diff) p.first_diff = off / 16;
-      }
-    }
-    return p;
+    for (uint64_t off = 0; off < len; off += 16) n_diff += std::memcmp(a + off, b + off, 16) != 0;
   } else {
-    constexpr uint32_t per_row = static_cast<uint32_t>(kRowBytes / Size);
-    constexpr uint32_t per_chunk = diff::kChunkBytes / Size;
-    double lane_abs[diff::kLanes] = {};
-    double lane_sq[diff::kLanes] = {};
-    alignas(64) double c_abs[per_row];
-    alignas(64) double c_sq[per_row];
-    RowAccum rs;
-    uint64_t first = diff::kNoIndex;
-    const VectorRowFn vec = vector_row<K>();
-    for (uint64_t row_off = tile_off; row_off < tile_off + tile_len; row_off += kRowBytes) {
-      const uint64_t row_len = std::min<uint64_t>(kRowBytes, tile_off + tile_len - row_off);
-      const uint8_t* ra = a + row_off;
-      const uint8_t* rb = b + row_off;
-      if (std::memcmp(ra, rb, row_len) == 0) continue;
-      const uint32_t n = static_cast<uint32_t>(row_len / Size);
-      if (first == diff::kNoIndex) {
-        uint32_t e = 0;
-        while (std::memcmp(ra + static_cast<size_t>(e) * Size, rb + static_cast<size_t>(e) * Size, Size) == 0) ++e;
-        first = row_off / Size + e;
-      }
-      // Sparse rows: only the differing 64-byte blocks are computed, and their contributions go
-      // straight to their lanes (a lane's elements sit in one chunk of the row, so block order
-      // is index order and the skipped elements would only have added zeros).
-      const uint64_t blocks = differing_blocks(ra, rb, row_len);
-      if (__builtin_popcountll(blocks) <= kSparseBlocks) {
-        for (uint64_t m = blocks; m != 0; m &= m - 1) {
-          const uint32_t blk = static_cast<uint32_t>(__builtin_ctzll(m));
-          const uint32_t e0 = blk * (kBlockBytes / Size);
-          const uint32_t ne = static_cast<uint32_t>(std::min<uint64_t>(kBlockBytes, row_len - blk * kBlockBytes) / Size);
-          compute_elements<K, Size>(vec, ra + blk * kBlockBytes, rb + blk * kBlockBytes, ne, c_abs + e0, c_sq + e0, rs);
-          if constexpr (K != Kind::kBits) {
-            for (uint32_t e = e0; e < e0 + ne; ++e) {
-              lane_abs[e / per_chunk] = diff::add_rn(lane_abs[e / per_chunk], c_abs[e]);
-              lane_sq[e / per_chunk] = diff::add_rn(lane_sq[e / per_chunk], c_sq[e]);
-            }
-          }
-        }
-        continue;
-      }
-      compute_elements<K, Size>(vec, ra, rb, n, c_abs, c_sq, rs);
-      if constexpr (K != Kind::kBits) {
-        for (uint32_t e = n; e < per_row; ++e) c_abs[e] = c_sq[e] = 0.0;
-        // v outside, lanes inside: each lane still adds its elements in index order, and the
-        // inner loop over independent lanes vectorizes.
-        for (uint32_t v = 0; v < per_chunk; ++v) {
-          for (uint32_t t = 0; t < diff::kLanes; ++t) {
-            lane_abs[t] = diff::add_rn(lane_abs[t], c_abs[t * per_chunk + v]);
-            lane_sq[t] = diff::add_rn(lane_sq[t], c_sq[t * per_chunk + v]);
-          }
-        }
-      }
+    using U = typename UInt<Size>::T;
+    for (uint64_t off = 0; off < len; off += Size) {
+      U xa, xb;
+      std::memcpy(&xa, a + off, Size);
+      std::memcpy(&xb, b + off, Size);
+      n_diff += xa != xb;
     }
-    p.max_abs = rs.max_abs;
-    p.max_rel = rs.max_rel;
-    p.max_ulp = rs.max_ulp;
-    p.n_diff = rs.n_diff;
-    p.introduced = rs.introduced;
-    p.removed = rs.removed;
-    p.first_diff = first;
-    if constexpr (K != Kind::kBits) {
-      for (uint32_t h = diff::kLanes / 2; h >= 1; h >>= 1) {
-        for (uint32_t t = 0; t < h; ++t) {
-          lane_abs[t] = diff::add_rn(lane_abs[t], lane_abs[t + h]);
-          lane_sq[t] = diff::add_rn(lane_sq[t], lane_sq[t + h]);
-        }
-      }
-      p.sum_abs = lane_abs[0];
-      p.sum_sq = lane_sq[0];
-    }
-    return p;
   }
+  r.p.n_diff = n_diff;
+  if (n_diff != 0) r.p.first_diff = first_differing<Size>(a, b, len);
 }
-
-using TileFn = Partial (*)(const uint8_t*, const uint8_t*, uint64_t, uint64_t);
 
 TileFn tile_fn_for(const DiffDType& dt) {
   switch (dt.kind) {
-    case Kind::kF64: return tile_partial<Kind::kF64, 8>;
-    case Kind::kF32: return tile_partial<Kind::kF32, 4>;
-    case Kind::kF16: return tile_partial<Kind::kF16, 2>;
-    case Kind::kBF16: return tile_partial<Kind::kBF16, 2>;
-    case Kind::kF8E4M3FN: return tile_partial<Kind::kF8E4M3FN, 1>;
-    case Kind::kF8E5M2: return tile_partial<Kind::kF8E5M2, 1>;
+    case Kind::kF64: return tile_float<Kind::kF64, 8, diff_tile_f64_avx2, diff_tile_f64_avx512>;
+    case Kind::kF32: return tile_float<Kind::kF32, 4, diff_tile_f32_avx2, diff_tile_f32_avx512>;
+    case Kind::kF16: return tile_float<Kind::kF16, 2, diff_tile_f16_avx2, diff_tile_f16_avx512>;
+    case Kind::kBF16: return tile_float<Kind::kBF16, 2, diff_tile_bf16_avx2, diff_tile_bf16_avx512>;
+    case Kind::kF8E4M3FN: return tile_float<Kind::kF8E4M3FN, 1, nullptr, nullptr>;
+    case Kind::kF8E5M2: return tile_float<Kind::kF8E5M2, 1, nullptr, nullptr>;
     case Kind::kBits:
       switch (dt.size) {
-        case 1: return tile_partial<Kind::kBits, 1>;
-        case 2: return tile_partial<Kind::kBits, 2>;
-        case 4: return tile_partial<Kind::kBits, 4>;
-        case 8: return tile_partial<Kind::kBits, 8>;
-        case 16: return tile_partial<Kind::kBits, 16>;
+        case 1: return tile_bits<1>;
+        case 2: return tile_bits<2>;
+        case 4: return tile_bits<4>;
+        case 8: return tile_bits<8>;
+        case 16: return tile_bits<16>;
         default: break;
       }
       break;
@@ -283,6 +258,41 @@ int resolve_threads(int requested, uint64_t nbytes, uint64_t n_tasks) {
   return static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(n), n_tasks));
 }
 
+// Subnormal values must convert and multiply exactly: a caller that set flush-to-zero or
+// denormals-are-zero (torch.set_flush_denormal(True) does, on its thread) would otherwise turn
+// them into zeros in the conversions to float64. Clears both MXCSR bits for the scope.
+class DenormalsExact {
+ public:
+  DenormalsExact() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ & ~0x8040u); }  // FTZ bit 15, DAZ bit 6
+  ~DenormalsExact() { _mm_setcsr(saved_); }
+  DenormalsExact(const DenormalsExact&) = delete;
+  DenormalsExact& operator=(const DenormalsExact&) = delete;
+
+ private:
+  unsigned saved_;
+};
+
+// Runs job(i) for i < n_items, in runs of kTilesPerTask, over the resolved number of threads.
+template <typename Job>
+void parallel_tiles(uint64_t n_items, int n_threads, const Job& job) {
+  const uint64_t n_tasks = (n_items + kTilesPerTask - 1) / kTilesPerTask;
+  std::atomic<uint64_t> next{0};
+  auto worker = [&]() {
+    const DenormalsExact exact;
+    for (;;) {
+      const uint64_t task = next.fetch_add(1, std::memory_order_relaxed);
+      if (task >= n_tasks) return;
+      const uint64_t last = std::min(n_items, (task + 1) * kTilesPerTask);
+      for (uint64_t t = task * kTilesPerTask; t < last; ++t) job(t);
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(std::max(0, n_threads - 1)));
+  for (int t = 1; t < n_threads; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& th : pool) th.join();
+}
+
 }  // namespace
 
 const std::vector<DiffDType>& diff_dtypes() { return kTable; }
@@ -295,37 +305,93 @@ const DiffDType& diff_dtype(const std::string& name) {
   throw std::invalid_argument("unknown dtype '" + name + "' for diff; use one of: " + known);
 }
 
-Partial diff_buffers(const uint8_t* a, const uint8_t* b, size_t nbytes, const DiffDType& dtype, int threads) {
+std::vector<std::string> diff_isas() {
+  std::vector<std::string> out{"scalar"};
+  if (have_avx2()) out.push_back("avx2");
+  if (have_avx512()) out.push_back("avx512");
+  return out;
+}
+
+DiffIsa diff_isa(const std::string& name) {
+  if (name.empty()) return have_avx512() ? DiffIsa::kAvx512 : have_avx2() ? DiffIsa::kAvx2 : DiffIsa::kScalar;
+  for (const auto& usable : diff_isas())
+    if (name == usable) return name == "avx512" ? DiffIsa::kAvx512 : name == "avx2" ? DiffIsa::kAvx2 : DiffIsa::kScalar;
+  std::string known;
+  for (const auto& usable : diff_isas()) known += (known.empty() ? "" : ", ") + usable;
+  throw std::invalid_argument("diff isa '" + name + "' is not usable on this CPU; use \"\" or one of: " + known);
+}
+
+DiffResult diff_buffers(const uint8_t* a, const uint8_t* b, size_t nbytes, const DiffDType& dtype, int threads,
+                        bool norm_a, DiffIsa isa) {
   if (nbytes % dtype.size != 0)
     throw std::invalid_argument("byte length " + std::to_string(nbytes) + " is not a multiple of the " +
                                 std::to_string(dtype.size) + "-byte element size of " + dtype.name);
   const TileFn tile = tile_fn_for(dtype);
+  DiffResult out{diff::empty_partial(), 0.0, false};
   const uint64_t n_tiles = diff::tile_count(nbytes);
-  if (n_tiles == 0) return diff::empty_partial();
-  std::vector<Partial> tiles(n_tiles);
-  const uint64_t n_tasks = (n_tiles + kTilesPerTask - 1) / kTilesPerTask;
-  std::atomic<uint64_t> next{0};
-  auto worker = [&]() {
-    for (;;) {
-      const uint64_t task = next.fetch_add(1, std::memory_order_relaxed);
-      if (task >= n_tasks) return;
-      const uint64_t last = std::min(n_tiles, (task + 1) * kTilesPerTask);
-      for (uint64_t t = task * kTilesPerTask; t < last; ++t) tiles[t] = tile(a, b, t * diff::kTileBytes, nbytes);
+  if (n_tiles == 0) return out;
+  std::vector<TileResult> tiles(n_tiles);
+  const int n_threads = resolve_threads(threads, nbytes, (n_tiles + kTilesPerTask - 1) / kTilesPerTask);
+  const bool floats = dtype.kind != Kind::kBits;
+  parallel_tiles(n_tiles, n_threads, [&](uint64_t t) {
+    TileResult& r = tiles[t];
+    r.p = diff::empty_partial();
+    r.a2 = 0.0;
+    r.has_a2 = false;
+    const uint64_t off = t * diff::kTileBytes;
+    const uint64_t len = std::min<uint64_t>(diff::kTileBytes, nbytes - off);
+    // The next tile is requested now so that its loads (and, on 4 KiB pages of a file mapping,
+    // its page walks) overlap this tile's work; a differing tile's kernel visits 16 rows at once,
+    // which the hardware prefetcher follows poorly. Measured ~10% less CPU time on mapped files.
+    if (t + 1 < n_tiles) {
+      const uint64_t next = off + diff::kTileBytes;
+      const uint64_t next_len = std::min<uint64_t>(diff::kTileBytes, nbytes - next);
+      for (uint64_t i = 0; i < next_len; i += 64) {
+        __builtin_prefetch(a + next + i, 0, 3);
+        __builtin_prefetch(b + next + i, 0, 3);
+      }
     }
-  };
-  const int n_threads = resolve_threads(threads, nbytes, n_tasks);
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(n_threads - 1));
-  for (int t = 1; t < n_threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
+    // Equal tiles contribute nothing to the difference statistics: memory speed.
+    if (std::memcmp(a + off, b + off, len) == 0) return;
+    tile(a + off, b + off, len, isa, norm_a, r);
+    if (r.p.first_diff != diff::kNoIndex) r.p.first_diff += off / dtype.size;  // tile-local -> global
+  });
 
+  std::vector<Partial> parts(n_tiles);
+  uint64_t n_diff = 0;
+  for (uint64_t t = 0; t < n_tiles; ++t) {
+    parts[t] = tiles[t].p;
+    n_diff += tiles[t].p.n_diff;
+  }
   std::vector<Partial> supers(diff::super_count(n_tiles));
   for (uint64_t s = 0; s < supers.size(); ++s) {
     const uint64_t first = s * diff::kTilesPerSuper;
-    supers[s] = diff::fold_sequential(tiles.data() + first, std::min(diff::kTilesPerSuper, n_tiles - first));
+    supers[s] = diff::fold_sequential(parts.data() + first, std::min(diff::kTilesPerSuper, n_tiles - first));
   }
-  return diff::fold_sequential(supers.data(), supers.size());
+  out.p = diff::fold_sequential(supers.data(), supers.size());
+
+  // ||A||^2 only when asked and the buffers differ: the differing tiles computed their a^2 sums
+  // while their bytes were in cache; the equal ones (skipped above) are read once more now.
+  if (norm_a && floats && n_diff != 0) {
+    parallel_tiles(n_tiles, n_threads, [&](uint64_t t) {
+      TileResult& r = tiles[t];
+      if (r.has_a2) return;
+      const uint64_t off = t * diff::kTileBytes;
+      const uint64_t len = std::min<uint64_t>(diff::kTileBytes, nbytes - off);
+      tile(a + off, a + off, len, isa, true, r);  // a against itself: only the a^2 sums are non-zero
+    });
+    for (uint64_t t = 0; t < n_tiles; ++t) {
+      parts[t] = diff::empty_partial();
+      parts[t].sum_abs = tiles[t].a2;
+    }
+    for (uint64_t s = 0; s < supers.size(); ++s) {
+      const uint64_t first = s * diff::kTilesPerSuper;
+      supers[s] = diff::fold_sequential(parts.data() + first, std::min(diff::kTilesPerSuper, n_tiles - first));
+    }
+    out.sum_sq_a = diff::fold_sequential(supers.data(), supers.size()).sum_abs;
+    out.has_sum_sq_a = true;
+  }
+  return out;
 }
 
 }  // namespace fastckpt::cpu

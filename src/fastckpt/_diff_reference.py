@@ -68,7 +68,8 @@ def _decode(u: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "float16":
         return u.astype(np.uint16).view(np.float16).astype(np.float64)
     if dtype == "bfloat16":
-        return (u.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+        widened: np.ndarray = u.astype(np.uint32) << np.uint32(16)
+        return widened.view(np.float32).astype(np.float64)
     if dtype == "float8_e4m3fn":
         return _small_float_table(4, 3, fn=True)[u.astype(np.intp)]
     if dtype == "float8_e5m2":
@@ -96,7 +97,8 @@ def _classify(u: np.ndarray, dtype: str) -> np.ndarray:
 def _ordered(u: np.ndarray, width: int) -> np.ndarray:
     mag = (u & np.uint64((1 << (width - 1)) - 1)).astype(np.int64)
     neg = ((u >> np.uint64(width - 1)) & np.uint64(1)) == 1
-    return np.where(neg, -mag - 1, mag)
+    out: np.ndarray = np.where(neg, -mag - 1, mag)
+    return out
 
 
 def canonical_sum(contrib: np.ndarray, elem_size: int) -> float:
@@ -137,8 +139,29 @@ def _ordered_sum(r: np.ndarray, lanes: np.ndarray, n_tiles: int) -> float:
     return total
 
 
-def reference_diff(a: Any, b: Any, dtype: str) -> dict[str, Any]:
-    """The raw statistics dict (the keys of `_native.diff_buffers`) for two equal-length buffers."""
+def reference_sum_sq_a(a: Any, dtype: str) -> float:
+    """||A||^2 as `_native.diff_buffers(..., norm_a=True)` defines it: a * a (one float64 product)
+    for every finite element of A, +0.0 for NaN/Inf, added in the canonical order."""
+    a8 = np.frombuffer(memoryview(a).cast("B"), dtype=np.uint8)
+    size = itemsize(dtype)
+    ua = a8.view(f"<u{size}").astype(np.uint64)
+    finite = _classify(ua, dtype) == 0
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        x = np.where(finite, _decode(ua, dtype), 0.0)
+        return canonical_sum(x * x, size)
+
+
+def reference_diff(a: Any, b: Any, dtype: str, norm_a: bool = False) -> dict[str, Any]:
+    """The raw statistics dict (the keys of `_native.diff_buffers`) for two equal-length buffers;
+    with `norm_a`, also "sum_sq_a" (None unless the dtype has float statistics and a != b)."""
+    out = _reference_diff(a, b, dtype)
+    if norm_a:
+        differs = out["float_stats"] and out["n_different"] > 0
+        out["sum_sq_a"] = reference_sum_sq_a(a, dtype) if differs else None
+    return out
+
+
+def _reference_diff(a: Any, b: Any, dtype: str) -> dict[str, Any]:
     a8 = np.frombuffer(memoryview(a).cast("B"), dtype=np.uint8)
     b8 = np.frombuffer(memoryview(b).cast("B"), dtype=np.uint8)
     if a8.size != b8.size:

@@ -1,7 +1,8 @@
 """The tensor-pair comparison behind `fastckpt.diff`: the native one-pass diff kernel
 (`fastckpt.tensordiff`, docs/DIFF_SEMANTICS.md) plus ||A||, which the relative change
-||B-A||/||A|| needs and the kernel does not report (native `sum_squares` for buffers, torch on
-the tensor's device for in-memory tensors).
+||B-A||/||A|| needs. On the CPU the kernel returns ||A||^2 itself (`norm_a=True`: summed while it
+reads A for the difference, so differing tensors are read once); GPU tensors get it from torch on
+their device.
 
 File tensors arrive as read-only buffers (slices of an mmap) and need neither torch nor numpy;
 in-memory tensors go through `compare_many`, which keeps GPU pairs on their device.
@@ -74,7 +75,7 @@ def kernel_dtype(dtype: str, itemsize: int) -> str:
 
 def compare_buffers(a: Any, b: Any, dtype: str, shape: tuple[int, ...], threads: int = 0) -> PairStats:
     """One pass over two equal-length host buffers (e.g. tensors inside mapped files)."""
-    from .tensordiff import compare_buffers as native_compare
+    from .tensordiff import TensorDiff, _buffer_stats
 
     n = 1
     for d in shape:
@@ -82,25 +83,34 @@ def compare_buffers(a: Any, b: Any, dtype: str, shape: tuple[int, ...], threads:
     nbytes = memoryview(a).nbytes
     itemsize = nbytes // n if n else 1
     kd = kernel_dtype(dtype, itemsize)
+    stats = _buffer_stats(a, b, kd, threads, norm_a=True)
     # Sub-byte formats are compared byte by byte: their "elements" are then bytes.
-    td = native_compare(a, b, kd, shape if kd != "raw1" or itemsize == 1 else None, threads=threads)
-    norm = None if td.equal or td.rms_diff is None else buffer_norm(a, dtype, threads)
+    use_shape = shape if kd != "raw1" or itemsize == 1 else (int(stats["n_elements"]),)
+    td = TensorDiff.from_stats(stats, kd, tuple(use_shape))
+    sum_sq_a = stats.get("sum_sq_a")
+    norm = None if td.equal or td.rms_diff is None or sum_sq_a is None else math.sqrt(sum_sq_a)
     return _stats(td, norm)
 
 
 def compare_tensor_pairs(
     pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], threads: int = 0
 ) -> list[PairStats]:
-    """`compare_many` over torch tensor pairs (each pair on one device; GPU pairs stay there)."""
-    from .tensordiff import compare_many
+    """`compare_many` over torch tensor pairs (each pair on one device; GPU pairs stay there).
+    ||A|| of a differing CPU pair comes from the kernel's own pass; of a GPU pair, from torch."""
+    from .tensordiff import _compare_many
 
     try:
-        results = compare_many(list(pairs), threads=threads)
+        results = _compare_many(list(pairs), threads=threads, norm_a=True)
     except ValueError as e:
         raise UsageError(str(e)) from None
     out = []
-    for (a, _), td in zip(pairs, results, strict=True):
-        norm = None if td.equal or td.rms_diff is None else tensor_norm(a)
+    for (a, _), (td, sum_sq_a) in zip(pairs, results, strict=True):
+        if td.equal or td.rms_diff is None:
+            norm = None
+        elif sum_sq_a is not None:
+            norm = math.sqrt(sum_sq_a)
+        else:
+            norm = tensor_norm(a)
         out.append(_stats(td, norm))
     return out
 
@@ -125,18 +135,3 @@ def tensor_norm(t: torch.Tensor) -> float:
 
 
 _TENSOR_CHUNK = 1 << 26
-
-
-# ---- ||A|| of a host buffer, without torch or numpy ---------------------------------------------
-
-
-def buffer_norm(buf: Any, dtype: str, threads: int = 0) -> float | None:
-    """||A||_2 over the finite elements of a float buffer (native, float64 sums), or None for
-    dtypes without float statistics."""
-    if dtype not in _NORM_DTYPES:
-        return None
-    sum_sq, _ = _native.sum_squares(buf, dtype, threads)
-    return math.sqrt(sum_sq)
-
-
-_NORM_DTYPES = ("float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")

@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from typing import TypedDict
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, NotRequired
 
 class CudaStatus(TypedDict):
     compiled: bool
@@ -24,6 +24,9 @@ class DiffStats(TypedDict):
     max_ulp: int
     nan_inf_introduced: int
     nan_inf_removed: int
+    # Only with norm_a=True: sum of a*a over A's finite elements in the canonical order, or None
+    # when the buffers are equal or the dtype is compared bitwise only.
+    sum_sq_a: NotRequired[float | None]
 
 def xxh3_64(data: Buffer) -> int: ...
 def xxh3_128(data: Buffer) -> int: ...
@@ -38,9 +41,20 @@ def cuda_status() -> CudaStatus: ...
 
 # ---- bitwise diff ----
 def diff_dtypes() -> dict[str, tuple[bool, int]]: ...
-def diff_buffers(a: Buffer, b: Buffer, dtype: str, threads: int = 0) -> DiffStats: ...
-def diff_buffers_at(a_address: int, b_address: int, nbytes: int, dtype: str, threads: int = 0) -> DiffStats: ...
-def sum_squares(data: Buffer, dtype: str, threads: int = 0) -> tuple[float, int]: ...
+def diff_buffers(
+    a: Buffer, b: Buffer, dtype: str, threads: int = 0, *, norm_a: bool = False, isa: str = ""
+) -> DiffStats: ...
+def diff_buffers_at(
+    a_address: int,
+    b_address: int,
+    nbytes: int,
+    dtype: str,
+    threads: int = 0,
+    *,
+    norm_a: bool = False,
+    isa: str = "",
+) -> DiffStats: ...
+def diff_isas() -> list[str]: ...
 
 # ---- zip CRC-32 ----
 

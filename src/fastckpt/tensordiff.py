@@ -104,6 +104,13 @@ def compare_buffers(
 ) -> TensorDiff:
     """Diff of two equal-length bytes-like objects holding elements of `dtype` (a torch dtype name
     such as "bfloat16", or rawN for N-byte elements compared bitwise), on the CPU."""
+    stats = _buffer_stats(a, b, dtype, threads)
+    n = int(stats["n_elements"])
+    return TensorDiff.from_stats(stats, dtype, tuple(shape) if shape is not None else (n,))
+
+
+def _buffer_stats(a: Any, b: Any, dtype: str, threads: int, norm_a: bool = False) -> Mapping[str, Any]:
+    """The native statistics dict of two buffers (with "sum_sq_a" when `norm_a`)."""
     try:
         va, vb = memoryview(a), memoryview(b)
     except TypeError:
@@ -113,11 +120,9 @@ def compare_buffers(
 
         a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     try:
-        stats = _native.diff_buffers(a, b, dtype, threads)
+        return _native.diff_buffers(a, b, dtype, threads, norm_a=norm_a)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    n = int(stats["n_elements"])
-    return TensorDiff.from_stats(stats, dtype, tuple(shape) if shape is not None else (n,))
 
 
 def _is_torch_tensor(x: Any) -> bool:
@@ -135,15 +140,25 @@ def compare_tensors(a: Any, b: Any, *, threads: int = 0) -> TensorDiff:
 
 def compare_many(pairs: Sequence[tuple[Any, Any]], *, threads: int = 0) -> list[TensorDiff]:
     """`compare_tensors` for many pairs; the CUDA pairs of one device share two kernel launches."""
-    results: list[TensorDiff | None] = [None] * len(pairs)
+    return [td for td, _ in _compare_many(pairs, threads)]
+
+
+def _compare_many(
+    pairs: Sequence[tuple[Any, Any]], threads: int, norm_a: bool = False
+) -> list[tuple[TensorDiff, float | None]]:
+    """`compare_many` plus, with `norm_a`, the CPU kernel's ||A||^2 ("sum_sq_a" of
+    docs/DIFF_SEMANTICS.md) of each differing float pair it compared (None elsewhere: GPU pairs,
+    equal pairs, bitwise-only dtypes)."""
+    results: list[tuple[TensorDiff, float | None] | None] = [None] * len(pairs)
     torch_pairs: list[int] = []
     for i, (a, b) in enumerate(pairs):
         if _is_torch_tensor(a) or _is_torch_tensor(b):
             torch_pairs.append(i)
         else:
-            results[i] = _compare_arrays(a, b, threads)
+            results[i] = (_compare_arrays(a, b, threads), None)
     if torch_pairs:
-        for i, res in zip(torch_pairs, _compare_torch([pairs[i] for i in torch_pairs], threads), strict=True):
+        got = _compare_torch([pairs[i] for i in torch_pairs], threads, norm_a)
+        for i, res in zip(torch_pairs, got, strict=True):
             results[i] = res
     return [r for r in results if r is not None]
 
@@ -165,7 +180,12 @@ def _compare_arrays(a: Any, b: Any, threads: int) -> TensorDiff:
     return TensorDiff.from_stats(stats, a.dtype.name, tuple(a.shape))
 
 
-def _compare_torch(pairs: Sequence[tuple[Any, Any]], threads: int) -> list[TensorDiff]:
+def _compare_torch(
+    pairs: Sequence[tuple[Any, Any]], threads: int, norm_a: bool = False
+) -> list[tuple[TensorDiff, float | None]]:
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
     from ._backend import cuda_usable
@@ -189,7 +209,7 @@ def _compare_torch(pairs: Sequence[tuple[Any, Any]], threads: int) -> list[Tenso
             (logical_bytes_tensor(a), logical_bytes_tensor(b), name, _diff_dtype(name, a.element_size()))
         )
 
-    results: list[TensorDiff | None] = [None] * len(prepared)
+    results: list[tuple[TensorDiff, float | None] | None] = [None] * len(prepared)
     gpu = cuda_usable()
     by_device: dict[int, list[int]] = {}
     for i, (a, b, _, _) in enumerate(prepared):
@@ -203,19 +223,42 @@ def _compare_torch(pairs: Sequence[tuple[Any, Any]], threads: int) -> list[Tenso
             a, b, _, kernel_dtype = prepared[i]
             batch.append((a, b if _device_index(b) == device else b.to(a.device), kernel_dtype))
         for i, stats in zip(idxs, cuda_diff(batch, device), strict=True):
-            results[i] = TensorDiff.from_stats(stats, prepared[i][2], tuple(prepared[i][0].shape))
-    for i, (a, b, name, kernel_dtype) in enumerate(prepared):
-        if results[i] is not None:
-            continue
+            results[i] = (TensorDiff.from_stats(stats, prepared[i][2], tuple(prepared[i][0].shape)), None)
+
+    def on_host(i: int, n_threads: int) -> None:
+        a, b, name, kernel_dtype = prepared[i]
         ha = a if a.device.type == "cpu" else a.cpu()
         hb = b if b.device.type == "cpu" else b.cpu()
         nbytes = ha.numel() * ha.element_size()
         # ha and hb stay referenced for the duration of the call (raw-pointer contract).
         stats = _native.diff_buffers_at(
-            ha.data_ptr() if nbytes else 0, hb.data_ptr() if nbytes else 0, nbytes, kernel_dtype, threads
+            ha.data_ptr() if nbytes else 0,
+            hb.data_ptr() if nbytes else 0,
+            nbytes,
+            kernel_dtype,
+            n_threads,
+            norm_a=norm_a,
         )
-        results[i] = TensorDiff.from_stats(stats, name, tuple(a.shape))
+        results[i] = (TensorDiff.from_stats(stats, name, tuple(a.shape)), stats.get("sum_sq_a"))
+
+    host = [i for i in range(len(prepared)) if results[i] is None]
+    # Large pairs one after another, each spread over the threads by the kernel; small pairs (which
+    # the kernel runs on one thread) side by side, the GIL released inside the kernel.
+    big = {i for i in host if prepared[i][0].numel() * prepared[i][0].element_size() >= _BIG_PAIR_BYTES}
+    small = [i for i in host if i not in big]
+    for i in sorted(big):
+        on_host(i, threads)
+    n = threads or os.cpu_count() or 1
+    if n > 1 and len(small) > 1:
+        with ThreadPoolExecutor(min(n, len(small))) as pool:
+            list(pool.map(lambda i: on_host(i, 1), small))
+    else:
+        for i in small:
+            on_host(i, threads)
     return [r for r in results if r is not None]
+
+
+_BIG_PAIR_BYTES = 8 << 20  # the kernel's own threading threshold
 
 
 def _device_index(t: torch.Tensor) -> int:
