@@ -240,11 +240,16 @@ def verify_with_sidecar(
 def verify_structural(path: str) -> dict[str, Any]:
     """Format-level checks without a manifest (zip records and CRC-32, safetensors header, ...)."""
     from ._layout import read_layout
-    from .remote import info, is_url  # ---- remote storage (report issue)
+    from ._url import is_url  # ---- remote storage (report issue)
 
-    if not is_url(path) and os.path.isdir(path):
+    if is_url(path):
+        from .remote import info
+
+        size = info(path).size
+    elif os.path.isdir(path):
         raise InputError(path, None, "expected a file, found a directory")
-    size = info(path).size if is_url(path) else os.path.getsize(path)
+    else:
+        size = os.path.getsize(path)
     if size == 0:
         raise InputError(path, 0, "expected a checkpoint, found an empty file (0 bytes)")
     layout = read_layout(path, check_crc=True)
@@ -469,7 +474,7 @@ def verify_path(
     path: str | os.PathLike[str], *, sidecar: str | None = None, threads: int = 0, progress: bool = False
 ) -> dict[str, Any]:
     """Verifies a file or a checkpoint folder; the returned dict is the `--json` object."""
-    from .remote import is_url, local_path  # ---- remote storage (report issue)
+    from ._url import is_url, local_path  # ---- remote storage (report issue)
 
     fspath = local_path(os.fspath(path))
     if is_url(fspath):

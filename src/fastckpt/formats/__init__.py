@@ -78,7 +78,7 @@ def _zip_format(z: Any, path: str) -> str:
 
 # ---- remote storage (report issue): a URL is read through fastckpt.remote with ranged reads.
 def _is_url(p: str) -> bool:
-    from ..remote import is_url
+    from .._url import is_url
 
     return is_url(p)
 
@@ -89,7 +89,7 @@ def _open_view(p: str) -> Any:
         from ..remote import RemoteFileView
 
         return RemoteFileView(p)
-    from ..remote import local_path
+    from .._url import local_path
 
     return FileView(local_path(p))
 
