@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _native
-from ._record import FrozenRecord
+from ._record import dataclass, field
 from .errors import UsageError
 
 if TYPE_CHECKING:
@@ -36,35 +36,20 @@ def check_leaf_size(leaf_size: int) -> int:
     return leaf_size
 
 
-class Digest(FrozenRecord):
+@dataclass(frozen=True)
+class Digest:
     """The v1 digest of one tensor or byte range.
 
     `value` is the 128-bit tensor digest; `leaf_bytes` holds the leaf digests as packed
     little-endian u64 (the same bytes that enter the digest message and the sidecar).
-    Immutable and compared by value (all six fields), like a frozen dataclass.
     """
-
-    _fields = ("value", "leaf_size", "nbytes", "dtype", "shape", "leaf_bytes")
-    _repr = ("value", "leaf_size", "nbytes", "dtype", "shape")
-    __match_args__ = _fields
 
     value: int
     leaf_size: int
     nbytes: int
     dtype: str
     shape: tuple[int, ...]
-    leaf_bytes: bytes
-
-    def __init__(
-        self, value: int, leaf_size: int, nbytes: int, dtype: str, shape: tuple[int, ...], leaf_bytes: bytes
-    ) -> None:
-        setattr_ = object.__setattr__
-        setattr_(self, "value", value)
-        setattr_(self, "leaf_size", leaf_size)
-        setattr_(self, "nbytes", nbytes)
-        setattr_(self, "dtype", dtype)
-        setattr_(self, "shape", shape)
-        setattr_(self, "leaf_bytes", leaf_bytes)
+    leaf_bytes: bytes = field(repr=False)
 
     def hex(self) -> str:
         """32 lowercase hex digits, most significant first (like xxhash's hexdigest)."""

@@ -15,9 +15,9 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
+from ._record import dataclass
 from .errors import FastckptError
 
 # Large files are split into leaf-aligned ranges of about this many bytes, so ranks share them.

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, TypeVar
 
 from . import _native
-from ._record import Record
+from ._record import dataclass, field
 from .errors import InputError
 
 SIDECAR_SUFFIX = ".fastckpt"
@@ -133,48 +133,23 @@ class RawSection(NamedTuple):
     payload: memoryview
 
 
-class FileManifest(Record):
+@dataclass
+class FileManifest:
     """The contents of a file sidecar. TENSORS and SEGMENTS read from disk are decoded on first use
-    of `tensor_entries()` / `segment_entries()`: checking an intact file never needs them.
-    Compared by value (all fields but `_pending` and `_source`), like a dataclass."""
+    of `tensor_entries()` / `segment_entries()`: checking an intact file never needs them."""
 
-    _fields = (
-        "file_size", "leaf_size", "file_digest", "leaf_bytes", "format", "name", "unsafe", "tensors",
-        "segments", "extra", "_pending", "_source",
-    )  # fmt: skip
-    _compare = _fields[:-2]
-    _repr = (
-        "file_size", "leaf_size", "file_digest", "format", "name", "unsafe", "tensors", "segments", "extra",
-    )  # fmt: skip
-    __match_args__ = _fields
-
-    def __init__(
-        self,
-        file_size: int,
-        leaf_size: int,
-        file_digest: int,
-        leaf_bytes: bytes,
-        format: str = "opaque",
-        name: str = "",
-        unsafe: list[str] | None = None,
-        tensors: list[TensorEntry] | None = None,
-        segments: list[SegmentEntry] | None = None,
-        extra: list[Section] | None = None,
-        _pending: dict[int, RawSection] | None = None,
-        _source: str = "",
-    ) -> None:
-        self.file_size = file_size
-        self.leaf_size = leaf_size
-        self.file_digest = file_digest
-        self.leaf_bytes = leaf_bytes
-        self.format = format
-        self.name = name
-        self.unsafe: list[str] = [] if unsafe is None else unsafe
-        self.tensors: list[TensorEntry] = [] if tensors is None else tensors
-        self.segments: list[SegmentEntry] = [] if segments is None else segments
-        self.extra: list[Section] = [] if extra is None else extra
-        self._pending: dict[int, RawSection] = {} if _pending is None else _pending
-        self._source = _source
+    file_size: int
+    leaf_size: int
+    file_digest: int
+    leaf_bytes: bytes = field(repr=False)
+    format: str = "opaque"
+    name: str = ""
+    unsafe: list[str] = field(default_factory=list)
+    tensors: list[TensorEntry] = field(default_factory=list)
+    segments: list[SegmentEntry] = field(default_factory=list)
+    extra: list[Section] = field(default_factory=list)
+    _pending: dict[int, RawSection] = field(default_factory=dict, repr=False, compare=False)
+    _source: str = field(default="", repr=False, compare=False)
 
     @property
     def leaf_count(self) -> int:
@@ -193,19 +168,12 @@ class FileManifest(Record):
         return self.segments
 
 
-class DirManifest(Record):
-    """The contents of a directory manifest (`.fastckpt-dir`)."""
-
-    _fields = ("format", "leaf_size", "entries", "extra")
-    __match_args__ = _fields
-
-    def __init__(
-        self, format: str, leaf_size: int, entries: list[DirEntry], extra: list[Section] | None = None
-    ) -> None:
-        self.format = format
-        self.leaf_size = leaf_size
-        self.entries = entries
-        self.extra: list[Section] = [] if extra is None else extra
+@dataclass
+class DirManifest:
+    format: str
+    leaf_size: int
+    entries: list[DirEntry]
+    extra: list[Section] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,64 +391,32 @@ class _Bad(Exception):
         return InputError(path, self.offset, f"expected {self.expected}")
 
 
-class CopyStatus(Record):
-    """What reading one manifest copy found."""
-
-    _fields = ("name", "offset", "ok", "problem", "sections", "body_length", "body_hash", "kind")
-    __match_args__ = _fields
-
-    def __init__(
-        self,
-        name: str,  # "A" or "B"
-        offset: int | None,
-        ok: bool,
-        problem: str | None = None,
-        sections: list[RawSection] | None = None,
-        body_length: int | None = None,
-        body_hash: int | None = None,
-        kind: int = 0,
-    ) -> None:
-        self.name = name
-        self.offset = offset
-        self.ok = ok
-        self.problem = problem
-        self.sections = sections
-        self.body_length = body_length
-        self.body_hash = body_hash
-        self.kind = kind
+@dataclass
+class CopyStatus:
+    name: str  # "A" or "B"
+    offset: int | None
+    ok: bool
+    problem: str | None = None
+    sections: list[RawSection] | None = None
+    body_length: int | None = None
+    body_hash: int | None = None
+    kind: int = 0
 
 
-class SidecarFile(Record):
+@dataclass
+class SidecarFile:
     """A sidecar read from disk: the decoded manifest, from the first intact copy, and the state of
     both copies. `damaged` is true when either copy (or a locator) failed its checks."""
 
-    _fields = (
-        "path", "kind", "manifest", "used_copy", "copies", "locator_problems", "size", "bulk_offset",
-        "bulk_length",
-    )  # fmt: skip
-    __match_args__ = _fields
-
-    def __init__(
-        self,
-        path: str,
-        kind: int,
-        manifest: FileManifest | DirManifest,
-        used_copy: str,
-        copies: list[CopyStatus],
-        locator_problems: list[str],
-        size: int,
-        bulk_offset: int,
-        bulk_length: int | None,
-    ) -> None:
-        self.path = path
-        self.kind = kind
-        self.manifest = manifest
-        self.used_copy = used_copy
-        self.copies = copies
-        self.locator_problems = locator_problems
-        self.size = size
-        self.bulk_offset = bulk_offset
-        self.bulk_length = bulk_length
+    path: str
+    kind: int
+    manifest: FileManifest | DirManifest
+    used_copy: str
+    copies: list[CopyStatus]
+    locator_problems: list[str]
+    size: int
+    bulk_offset: int
+    bulk_length: int | None
 
     @property
     def damaged(self) -> bool:

@@ -14,10 +14,10 @@ import json
 import mmap
 import os
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import _native
+from ._record import dataclass, field, replace
 from .errors import InputError, UsageError
 from .parity import DEFAULT_REDUNDANCY, ParityParams, encode_file_parity, n_leaves_of
 from .sidecar import (
@@ -144,7 +144,7 @@ def parity_section_of(manifest: FileManifest, *, path: str = "<sidecar>") -> Par
 
 def _manifest_without_parity(manifest: FileManifest) -> FileManifest:
     extra = [s for s in manifest.extra if s.type not in (SEC_PARITY, SEC_PARITY_STANDIN)]
-    m = manifest.__replace__(extra=extra)
+    m = replace(manifest, extra=extra)
     m._pending = dict(manifest._pending)  # undecoded TENSORS/SEGMENTS travel verbatim
     return m
 
