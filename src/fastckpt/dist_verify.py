@@ -191,11 +191,11 @@ def precomputed(results: dict[tuple[str, str, int, int], Any]) -> Iterator[None]
             return digest.digest_from_leaves(b"".join(parts), leaf_size, size)
         return real_hash(path, leaf_size=leaf_size, threads=threads, progress=progress)
 
-    def read_layout(path: str, *, check_crc: bool = True) -> Any:
+    def read_layout(path: str, *, check_crc: bool = True, progress: Any = None) -> Any:
         r = results.get(("layout", os.path.abspath(os.fspath(path)), 0, 0))
         if check_crc and r is not None:
             return r
-        return real_layout(path, check_crc=check_crc)
+        return real_layout(path, check_crc=check_crc, progress=progress)
 
     digest.hash_file, _layout.read_layout = hash_file, read_layout
     try:
