@@ -40,12 +40,16 @@ def verify_path(
     """`fastckpt.verify.verify_path`, distributed when run under torchrun (see module docstring), with
     DCP item annotations for torch.distributed.checkpoint folders (fastckpt.dcp_verify)."""
     from . import verify as single
-    from .dcp_verify import annotate
 
     if not under_torchrun():
-        return annotate(
-            os.fspath(path), single.verify_path(path, sidecar=sidecar, threads=threads, progress=progress)
-        )
+        report = single.verify_path(path, sidecar=sidecar, threads=threads, progress=progress)
+        if "files" not in report:  # one file: no DCP items to annotate (and no module to import)
+            return report
+        from .dcp_verify import annotate
+
+        return annotate(os.fspath(path), report)
+    from .dcp_verify import annotate
+
     return annotate(
         os.fspath(path), verify_path_distributed(os.fspath(path), sidecar=sidecar, threads=threads)
     )
