@@ -17,7 +17,15 @@ at class creation: use the standard `dataclasses` for those classes.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # type checkers treat `dataclass` below like dataclasses.dataclass (PEP 681)
+    from typing_extensions import dataclass_transform
+else:
+
+    def dataclass_transform(**_: Any) -> Any:
+        return lambda f: f
+
 
 _T = TypeVar("_T")
 
@@ -144,12 +152,12 @@ def _process(cls: type[_T], frozen: bool) -> type[_T]:
     def __setattr__(self: Any, name: str, value: Any) -> None:
         if type(self) is cls or name in names:
             raise FrozenInstanceError(f"cannot assign to field {name!r}")
-        super(cls, self).__setattr__(name, value)  # type: ignore[misc, arg-type]
+        super(cls, self).__setattr__(name, value)
 
     def __delattr__(self: Any, name: str) -> None:
         if type(self) is cls or name in names:
             raise FrozenInstanceError(f"cannot delete field {name!r}")
-        super(cls, self).__delattr__(name)  # type: ignore[misc, arg-type]
+        super(cls, self).__delattr__(name)
 
     methods: dict[str, Any] = {"__init__": __init__, "__repr__": __repr__, "__eq__": __eq__}
     if frozen:
@@ -161,11 +169,12 @@ def _process(cls: type[_T], frozen: bool) -> type[_T]:
     if "__hash__" not in cls.__dict__ or cls.__dict__["__hash__"] is None:
         # A class body that defines __eq__ gets __hash__ = None from Python; dataclasses then decides.
         cls.__hash__ = __hash__ if frozen else None  # type: ignore[assignment, method-assign]
-    cls.__match_args__ = names  # type: ignore[attr-defined]
+    setattr(cls, "__match_args__", names)  # noqa: B010  (a class attribute mypy cannot see)
     cls.__record_fields__ = tuple(specs)  # type: ignore[attr-defined]
     return cls
 
 
+@dataclass_transform(field_specifiers=(field,))
 def dataclass(cls: type[_T] | None = None, /, *, frozen: bool = False) -> Any:
     """`@dataclass` or `@dataclass(frozen=True)`; see the module docstring for what is supported."""
     if cls is None:

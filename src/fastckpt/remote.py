@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from ._url import is_url, local_path
+from ._url import is_url as is_url  # re-exported: part of this API
+from ._url import local_path as local_path
 from .errors import InputError, UsageError
 
 # Ranged reads are this large (a multiple of every supported leaf size up to 8 MiB): big enough to

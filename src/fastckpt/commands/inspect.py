@@ -476,7 +476,7 @@ def _run_check(args: argparse.Namespace, path: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..remote import local_path  # ---- remote storage (report issue): file:// URLs
+    from .._url import local_path  # ---- remote storage (report issue): file:// URLs
 
     path = local_path(os.fspath(args.path))
     if args.optimizer_key is not None and not args.check_optimizer:
