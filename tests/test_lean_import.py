@@ -73,3 +73,95 @@ def test_cli_hash_does_not_import_torch(tmp_path) -> None:  # type: ignore[no-un
         "assert 'torch' not in sys.modules, 'hash imported torch'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+
+
+# What `fastckpt verify FILE` with a sidecar (and `fastckpt hash FILE`) must not import: torch and
+# numpy (never needed), the object-storage layer and what it pulls in (thread pools, logging), and
+# dataclasses with inspect/ast/dis/tokenize (~8 ms of start-up; see fastckpt._record). Modules the
+# bare interpreter already has here (site hooks can import some) are not held against fastckpt.
+FORBIDDEN_ON_LEAN_PATHS = {
+    "torch",
+    "numpy",
+    "fastckpt.remote",
+    "fastckpt.remote_verify",
+    "fsspec",
+    "concurrent.futures",
+    "logging",
+    "dataclasses",
+    "inspect",
+    "ast",
+    "dis",
+    "tokenize",
+    "importlib.resources",
+}
+
+MODULES_AFTER = (
+    "import json, runpy, sys\n"
+    "exec(sys.argv[2])\n"
+    "sys.argv = ['fastckpt', *json.loads(sys.argv[1])]\n"
+    "try:\n    runpy.run_module('fastckpt', run_name='__main__')\n"
+    "except SystemExit as e:\n    code = e.code\n"
+    "sys.stderr.write('\\nMODULES ' + json.dumps({'rc': code, 'modules': sorted(sys.modules)}) + '\\n')\n"
+)
+
+
+def _modules_after(argv: list[str], preamble: str = "") -> tuple[int, set[str]]:
+    r = subprocess.run(
+        [sys.executable, "-c", MODULES_AFTER, json.dumps(argv), preamble],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = [x for x in r.stderr.splitlines() if x.startswith("MODULES ")][-1]
+    out = json.loads(line[len("MODULES ") :])
+    return out["rc"], set(out["modules"])
+
+
+def _baseline_modules() -> set[str]:
+    r = subprocess.run(
+        [sys.executable, "-c", "import json, runpy, sys; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return set(json.loads(r.stdout))
+
+
+@pytest.mark.parametrize("command", ["verify", "verify-json", "hash"])
+def test_verify_with_sidecar_and_hash_import_lean(tmp_path, command: str) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "ckpt.bin"
+    f.write_bytes(bytes(range(256)) * 4000)
+    # Default protect: the sidecar carries Reed-Solomon parity, so verify also checks parity leaves.
+    subprocess.run(
+        [sys.executable, "-m", "fastckpt", "protect", "--quiet", str(f)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    argv = {
+        "verify": ["verify", "--quiet", str(f)],
+        "verify-json": ["verify", "--json", str(f)],
+        "hash": ["hash", str(f)],
+    }[command]
+    rc, modules = _modules_after(argv)
+    assert rc in (0, None)
+    if command.startswith("verify"):
+        assert "fastckpt.verify" in modules and "fastckpt.sidecar_parity" in modules  # the path ran
+    bad = _forbidden(modules)
+    assert not bad, f"`fastckpt {' '.join(argv[:2])}` imported {bad}"
+
+
+def _forbidden(modules: set[str]) -> list[str]:
+    newly = modules - _baseline_modules()
+    return sorted(m for m in newly if m in FORBIDDEN_ON_LEAN_PATHS or m.split(".")[0] in {"torch", "numpy"})
+
+
+def test_lean_path_check_detects_a_regression(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The check above can fail: a run that pulls in the remote layer is caught."""
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"x" * 1000)
+    rc, modules = _modules_after(["hash", str(f)], preamble="import fastckpt.remote")
+    assert rc in (0, None)
+    bad = _forbidden(modules)
+    assert "fastckpt.remote" in bad and "concurrent.futures" in bad

@@ -653,3 +653,59 @@ def test_directory_with_an_unusable_sidecar_exits_2(tmp_path, cli) -> None:
     )
     r = cli(["verify", str(root)])
     assert r.returncode == 2 and f"{root / 'a.bin'}: UNREADABLE: {s} at offset 64" in r.stdout
+
+
+class _Terminal:
+    """A stand-in stderr that says it is a terminal and records what is written."""
+
+    def __init__(self, tty: bool = True) -> None:
+        self.parts: list[str] = []
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, s: str) -> int:
+        self.parts.append(s)
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def _plain_zip(path: str) -> None:
+    rnd = __import__("random").Random(5)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for i in range(4):
+            z.writestr(f"archive/data/{i}", rnd.randbytes(200_000 + i))
+
+
+def test_structural_crc_pass_progress_bar(tmp_path, monkeypatch) -> None:
+    from fastckpt import verify as V
+
+    p = str(tmp_path / "plain.zip")
+    _plain_zip(p)
+    expected = V.verify_structural(p)
+    assert expected["ok"] and expected["check"] == "structural" and expected["format"] == "zip"
+    monkeypatch.setattr(V, "PROGRESS_MIN_BYTES", 0)  # a bar even for this small file
+    updates: list[int] = []
+    from fastckpt import _progress
+
+    real_update = _progress.Progress.update
+    monkeypatch.setattr(
+        _progress.Progress, "update", lambda self, n: (updates.append(n), real_update(self, n))
+    )
+
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    assert V.verify_file(p, progress=True) == expected  # same report with the bar
+    out = "".join(term.parts)
+    assert f"\rverify {p} (CRC-32) [" in out and "GB/s" in out
+    assert out.endswith("\r" + " " * 80 + "\r")  # the bar is cleared at the end
+    with zipfile.ZipFile(p) as z:
+        assert sorted(updates) == sorted(i.compress_size for i in z.infolist())  # one update per record
+
+    for quiet_term, progress in ((_Terminal(tty=False), True), (_Terminal(), False)):
+        monkeypatch.setattr(sys, "stderr", quiet_term)
+        assert V.verify_file(p, progress=progress) == expected
+        assert quiet_term.parts == []  # not a terminal, or --quiet: nothing on stderr

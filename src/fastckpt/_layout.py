@@ -8,7 +8,7 @@ code does not care how a format is parsed, and a file that no reader recognises 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +29,13 @@ class OpaqueLayout:
     non_tensor_entries: dict[str, str] = field(default_factory=dict)
 
 
-def read_layout(path: str, *, check_crc: bool = True) -> Any:
-    """The reader's Layout for `path`, or an OpaqueLayout when no reader is available."""
+def read_layout(path: str, *, check_crc: bool = True, progress: Callable[[int], None] | None = None) -> Any:
+    """The reader's Layout for `path`, or an OpaqueLayout when no reader is available.
+    `progress(nbytes)` is called as the CRC-32 pass reads record data (zip formats)."""
     try:
         from .formats import read_layout as reader
 
-        return reader(path, check_crc=check_crc)
+        return reader(path, check_crc=check_crc, progress=progress)
     except ImportError:  # a reader still missing (the formats branch is in progress)
         return OpaqueLayout(path, os.path.getsize(path))
 

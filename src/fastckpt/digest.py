@@ -11,10 +11,10 @@ import os
 import struct
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import _native
+from ._record import dataclass, field
 from .errors import UsageError
 
 if TYPE_CHECKING:

@@ -15,9 +15,9 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
+from ._record import dataclass
 from .errors import FastckptError
 
 # Large files are split into leaf-aligned ranges of about this many bytes, so ranks share them.
@@ -40,12 +40,16 @@ def verify_path(
     """`fastckpt.verify.verify_path`, distributed when run under torchrun (see module docstring), with
     DCP item annotations for torch.distributed.checkpoint folders (fastckpt.dcp_verify)."""
     from . import verify as single
-    from .dcp_verify import annotate
 
     if not under_torchrun():
-        return annotate(
-            os.fspath(path), single.verify_path(path, sidecar=sidecar, threads=threads, progress=progress)
-        )
+        report = single.verify_path(path, sidecar=sidecar, threads=threads, progress=progress)
+        if "files" not in report:  # one file: no DCP items to annotate (and no module to import)
+            return report
+        from .dcp_verify import annotate
+
+        return annotate(os.fspath(path), report)
+    from .dcp_verify import annotate
+
     return annotate(
         os.fspath(path), verify_path_distributed(os.fspath(path), sidecar=sidecar, threads=threads)
     )
@@ -191,11 +195,11 @@ def precomputed(results: dict[tuple[str, str, int, int], Any]) -> Iterator[None]
             return digest.digest_from_leaves(b"".join(parts), leaf_size, size)
         return real_hash(path, leaf_size=leaf_size, threads=threads, progress=progress)
 
-    def read_layout(path: str, *, check_crc: bool = True) -> Any:
+    def read_layout(path: str, *, check_crc: bool = True, progress: Any = None) -> Any:
         r = results.get(("layout", os.path.abspath(os.fspath(path)), 0, 0))
         if check_crc and r is not None:
             return r
-        return real_layout(path, check_crc=check_crc)
+        return real_layout(path, check_crc=check_crc, progress=progress)
 
     digest.hash_file, _layout.read_layout = hash_file, read_layout
     try:

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import _native
+from ._record import dataclass, field
 from .digest import DEFAULT_LEAF_SIZE, check_leaf_size
 from .errors import FastckptError, InputError, UsageError
 

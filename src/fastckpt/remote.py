@@ -22,7 +22,6 @@ environment variables or profile; a custom endpoint via `FSSPEC_S3_ENDPOINT_URL`
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -31,9 +30,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from ._url import is_url as is_url  # re-exported: part of this API
+from ._url import local_path as local_path
 from .errors import InputError, UsageError
-
-_URL_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*)://")
 
 # Ranged reads are this large (a multiple of every supported leaf size up to 8 MiB): big enough to
 # amortise a request's latency, small enough that CONCURRENCY of them in flight stay in cache.
@@ -42,28 +41,6 @@ CONCURRENCY = 16
 # Reads the readers make (headers, zip directories, pickles) are served from cached blocks.
 BLOCK = 1 << 20
 CACHE_BLOCKS = 64
-
-
-def is_url(path: Any) -> bool:
-    """True for a URL with a scheme other than file:// (those are read through fsspec)."""
-    if not isinstance(path, str):
-        return False
-    m = _URL_RE.match(path)
-    return m is not None and m.group(1).lower() != "file"
-
-
-def local_path(path: str | os.PathLike[str]) -> str:
-    """A local path for `path`, turning `file:///x` into `/x`; other URLs are returned unchanged."""
-    p = os.fspath(path)
-    if p.lower().startswith("file://"):
-        rest = p[len("file://") :]
-        # file://localhost/x and file:///x both name /x
-        if rest.startswith("localhost/"):
-            rest = rest[len("localhost") :]
-        from urllib.parse import unquote
-
-        return unquote(rest)
-    return p
 
 
 def join(base: str, *parts: str) -> str:

@@ -17,10 +17,10 @@ import mmap
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
 from . import _native
+from ._record import dataclass, field
 from .errors import InputError
 
 SIDECAR_SUFFIX = ".fastckpt"
@@ -598,9 +598,11 @@ def read_sidecar(path: str | os.PathLike[str], *, expect_kind: int | None = None
     """
     spath = os.fspath(path)
     # ---- remote storage (report issue): a URL's sidecar is fetched with fsspec, then parsed alike.
-    from .remote import is_url, read_bytes
+    from ._url import is_url
 
     if is_url(spath):
+        from .remote import read_bytes
+
         mapped: bytes | mmap.mmap = read_bytes(spath)
         size = len(mapped)
     else:

@@ -27,6 +27,8 @@ from .sidecar import (
 )
 
 STRUCTURAL_NOTE = "no manifest: structural check only"
+# Files at least this large get a progress bar during the structural CRC-32 pass (as for hashing).
+PROGRESS_MIN_BYTES = 1 << 30
 UNKNOWN_FORMAT = "unknown format: protect it to verify it"
 
 
@@ -237,17 +239,31 @@ def verify_with_sidecar(
     return report
 
 
-def verify_structural(path: str) -> dict[str, Any]:
-    """Format-level checks without a manifest (zip records and CRC-32, safetensors header, ...)."""
-    from ._layout import read_layout
-    from .remote import info, is_url  # ---- remote storage (report issue)
+def verify_structural(path: str, *, progress: bool = False) -> dict[str, Any]:
+    """Format-level checks without a manifest (zip records and CRC-32, safetensors header, ...).
 
-    if not is_url(path) and os.path.isdir(path):
+    With `progress=True`, a local file of at least `PROGRESS_MIN_BYTES` shows a progress bar on
+    stderr during the CRC-32 pass over its zip records (when stderr is a terminal)."""
+    from . import _layout
+    from ._url import is_url  # ---- remote storage (report issue)
+
+    if is_url(path):
+        from .remote import info
+
+        size = info(path).size
+    elif os.path.isdir(path):
         raise InputError(path, None, "expected a file, found a directory")
-    size = info(path).size if is_url(path) else os.path.getsize(path)
+    else:
+        size = os.path.getsize(path)
     if size == 0:
         raise InputError(path, 0, "expected a checkpoint, found an empty file (0 bytes)")
-    layout = read_layout(path, check_crc=True)
+    if progress and size >= PROGRESS_MIN_BYTES and not is_url(path):
+        from ._progress import Progress
+
+        with Progress(f"verify {path} (CRC-32)", size) as bar:
+            layout = _layout.read_layout(path, check_crc=True, progress=bar.update)
+    else:
+        layout = _layout.read_layout(path, check_crc=True)
     if layout.format == "opaque":
         raise InputError(path, None, UNKNOWN_FORMAT)
     report = _base_report(path)
@@ -295,7 +311,7 @@ def verify_file(
         return verify_with_sidecar(fspath, spath, threads=threads, progress=progress)
     if not os.path.exists(fspath):
         raise InputError(fspath, None, "expected a file or directory to verify, but it does not exist")
-    return verify_structural(fspath)
+    return verify_structural(fspath, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,7 +485,7 @@ def verify_path(
     path: str | os.PathLike[str], *, sidecar: str | None = None, threads: int = 0, progress: bool = False
 ) -> dict[str, Any]:
     """Verifies a file or a checkpoint folder; the returned dict is the `--json` object."""
-    from .remote import is_url, local_path  # ---- remote storage (report issue)
+    from ._url import is_url, local_path  # ---- remote storage (report issue)
 
     fspath = local_path(os.fspath(path))
     if is_url(fspath):

@@ -19,7 +19,8 @@ exit status: 0 nothing wrong found; 1 the pickle names a global outside the allo
 
 --json prints one object. For a file:
   ok                  bool: no problems and no unsafe globals
-  path, format        format: torch-zip | torch-legacy | safetensors | dcp-shard | zip | opaque
+  path, format        format: torch-zip | torch-legacy | safetensors | dcp-shard | dcp-metadata |
+                      hf-index | zip | opaque
   size                file size in bytes; expected_size: the size the file needs when it is
                       truncated and that is derivable, else null
   tensor_count, tensor_bytes   tensors and their bytes (shared storage bytes counted once)
@@ -256,6 +257,13 @@ def _print_file(d: dict[str, Any], max_keys: int) -> None:
     print(f"{d['path']}: {d['format']}, {d['size']} bytes")
     if d["expected_size"] is not None:
         print(f"  expected size: {d['expected_size']} bytes (truncated)")
+    if d["format"] in ("dcp-metadata", "hf-index"):  # folder metadata: no tensor bytes of its own
+        info = d["info"]
+        what = f"{info['items']} item(s)" if d["format"] == "dcp-metadata" else f"{info['tensors']} tensor(s)"
+        files = info["files"]
+        print(
+            f"references: {what} in {len(files)} file(s): {', '.join(files[:8])}{' ...' if len(files) > 8 else ''}"
+        )
     tensors = d["tensors"]
     if tensors:
         print(f"tensors: {d['tensor_count']} ({_human(d['tensor_bytes'])})")
@@ -468,7 +476,7 @@ def _run_check(args: argparse.Namespace, path: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..remote import local_path  # ---- remote storage (report issue): file:// URLs
+    from .._url import local_path  # ---- remote storage (report issue): file:// URLs
 
     path = local_path(os.fspath(args.path))
     if args.optimizer_key is not None and not args.check_optimizer:

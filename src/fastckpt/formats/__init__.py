@@ -10,7 +10,8 @@ Public API (the contract with `protect`/`verify`, LAYOUT_CONTRACT.md):
 - `read_dir_layout(path) -> DirLayout`: DCP folders, HF sharded folders, plain folders.
 
 Formats: "torch-zip", "torch-legacy", "safetensors", "dcp" (folder), "dcp-shard" (a .distcp file),
-"hf-sharded" (folder), "zip" (TorchScript and other zips), "opaque" (anything else).
+"dcp-metadata" (a DCP folder's .metadata given on its own), "hf-sharded" (folder), "hf-index" (an
+HF *.index.json given on its own), "zip" (TorchScript and other zips), "opaque" (anything else).
 `InputError` is raised only when the path cannot be read at all; damage goes into `problems`.
 """
 
@@ -39,7 +40,10 @@ __all__ = [
     "tensors_hit",
 ]
 
-FORMATS = ("torch-zip", "torch-legacy", "safetensors", "dcp", "dcp-shard", "hf-sharded", "zip", "opaque")
+FORMATS = (
+    "torch-zip", "torch-legacy", "safetensors", "dcp", "dcp-shard", "dcp-metadata", "hf-sharded", "hf-index",
+    "zip", "opaque",
+)  # fmt: skip
 
 TORCH_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl")
 SIDECAR_SUFFIX = ".fastckpt"
@@ -48,6 +52,13 @@ SIDECAR_SUFFIX = ".fastckpt"
 def _sniff(fv: FileView, path: str) -> str:
     size = fv.size
     ext = os.path.splitext(path)[1].lower()
+    base = os.path.basename(path)
+    # Folder metadata given as a file: named, not sniffed (a DCP .metadata is a plain pickle, which
+    # the legacy torch reader would misread).
+    if base == ".metadata":
+        return "dcp-metadata"
+    if base.endswith(".index.json"):
+        return "hf-index"
     head = fv.read(0, min(size, 16))
     if ext == ".distcp":
         return "dcp-shard"
@@ -78,7 +89,7 @@ def _zip_format(z: Any, path: str) -> str:
 
 # ---- remote storage (report issue): a URL is read through fastckpt.remote with ranged reads.
 def _is_url(p: str) -> bool:
-    from ..remote import is_url
+    from .._url import is_url
 
     return is_url(p)
 
@@ -89,7 +100,7 @@ def _open_view(p: str) -> Any:
         from ..remote import RemoteFileView
 
         return RemoteFileView(p)
-    from ..remote import local_path
+    from .._url import local_path
 
     return FileView(local_path(p))
 
@@ -165,6 +176,15 @@ def _read(
         from ._dcp import read_dcp_shard
 
         return read_dcp_shard(fv, path, check_crc=check_crc)
+    # The files they name are read from the same folder, so only local ones (a URL is opaque).
+    if fmt == "dcp-metadata" and not _is_url(path):
+        from ._dcp import read_dcp_metadata_file
+
+        return read_dcp_metadata_file(fv, path)
+    if fmt == "hf-index" and not _is_url(path):
+        from ._dirs import read_hf_index_file
+
+        return read_hf_index_file(fv, path)
     problems = []
     if size == 0:
         problems.append(Problem(0, "file is empty (0 bytes)", "truncated"))

@@ -414,3 +414,37 @@ def _safetensors_shard_problems(path: str, rel: str, md: DcpMetadata) -> list[Pr
     except (OutOfBounds, InputError):
         return None
     return [Problem(q.offset, f"shard {rel!r}: {q.message}", q.kind) for q in layout.problems]
+
+
+def read_dcp_metadata_file(fv: FileView, path: str) -> Layout:
+    """A DCP `.metadata` file given on its own ("dcp-metadata"): the metadata is read with the
+    restricted unpickler (nothing is executed), and the shard files it names, in the same folder,
+    are checked to exist and to be long enough for the items the metadata places in them. The file
+    holds no tensor bytes; its one segment is the metadata pickle."""
+    size = fv.size
+    md = read_dcp_metadata(os.path.dirname(os.path.abspath(path)))
+    problems = list(md.problems)
+    files: list[str] = []
+    if md.items:
+        _missing, _extra, file_problems = check_dcp_files(os.path.dirname(os.path.abspath(path)), md)
+        # These are about the shard files, not about this file: no offset into it, and a short shard
+        # must not read as this file being truncated.
+        problems += [
+            Problem(None, q.message, "shard-truncated" if q.kind == "truncated" else q.kind)
+            for q in file_problems
+            if q.kind != "extra-file"
+        ]
+        files = storage_files(md)
+    if size == 0:
+        problems.append(Problem(0, "file is empty (0 bytes)", "truncated"))
+    info = {
+        "items": len(md.items),
+        "tensors": len(md.tensors),
+        "bytes_items": len(md.bytes_items),
+        "files": files,
+        "version": md.info.get("version"),
+    }
+    return Layout(
+        path, "dcp-metadata", size, tile(size, [Segment(0, size, "metadata", METADATA_NAME)]), [],
+        problems, list(md.unsafe), {}, globals_seen=list(md.globals_seen), info=info,
+    )  # fmt: skip

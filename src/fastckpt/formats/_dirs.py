@@ -17,7 +17,8 @@ from typing import Any
 from ..errors import InputError
 from ._dcp import METADATA_NAME, check_dcp_files, read_dcp_metadata, storage_files
 from ._io import FileView, OutOfBounds
-from ._types import DirLayout, Problem
+from ._segments import tile
+from ._types import DirLayout, Layout, Problem, Segment
 
 _MAX_INDEX = 256 << 20
 _SHARD_NAME = re.compile(r"-\d{5}-of-\d{5}\.")
@@ -107,58 +108,8 @@ def _read_hf_dir(path: str) -> DirLayout:
     shard_keys: dict[str, set[str]] = {}
     indexes = _index_files(path)
     for idx in indexes:
-        full = os.path.join(path, idx)
-        size = os.path.getsize(full)
-        if size > _MAX_INDEX:
-            problems.append(
-                Problem(
-                    None,
-                    f"{idx} is {size} bytes, larger than the {_MAX_INDEX}-byte limit for an index",
-                    "bad-header",
-                )
-            )
-            continue
-        with open(full, "rb") as f:
-            raw = f.read(size)
-        try:
-            doc: Any = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            problems.append(
-                Problem(
-                    getattr(e, "pos", None), f"{idx} is not valid JSON: {getattr(e, 'msg', e)}", "bad-header"
-                )
-            )
-            continue
-        wm = doc.get("weight_map") if isinstance(doc, dict) else None
-        if not isinstance(wm, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in wm.items()
-        ):
-            problems.append(
-                Problem(None, f"{idx} has no weight_map of tensor name to shard file", "bad-header")
-            )
-            continue
-        for key, shard in wm.items():
-            if os.path.isabs(shard) or ".." in shard.replace("\\", "/").split("/"):
-                problems.append(
-                    Problem(None, f"{idx}: shard {shard!r} for {key!r} is outside the folder", "bad-header")
-                )
-                continue
-            key_files[key] = shard
-            shard_keys.setdefault(shard, set()).add(key)
-    missing = []
-    for shard in sorted(shard_keys):
-        if not os.path.isfile(os.path.join(path, shard)):
-            missing.append(shard)
-            keys = sorted(shard_keys[shard])
-            problems.append(
-                Problem(
-                    None,
-                    f"shard {shard!r} is missing ({len(keys)} tensor(s), e.g. {keys[0]!r})",
-                    "missing-file",
-                )
-            )
-            continue
-        problems.extend(_check_shard_keys(path, shard, shard_keys[shard]))
+        _read_index(path, idx, problems, key_files, shard_keys)
+    missing = _check_shards(path, shard_keys, problems)
     files = sorted(set(_checkpoint_files(path)) | set(indexes))
     files = [f for f in files if f not in missing]
     extra = sorted(
@@ -180,7 +131,68 @@ def _read_hf_dir(path: str) -> DirLayout:
     )
 
 
-def _check_shard_keys(path: str, shard: str, want: set[str]) -> list[Problem]:
+def _check_shards(
+    path: str, shard_keys: dict[str, set[str]], problems: list[Problem], *, sizes: bool = False
+) -> list[str]:
+    """Appends the problems of the shard files an index names (missing, unreadable, lacking or
+    holding keys the index does not list; with `sizes`, also shorter than their own headers say);
+    returns the missing shards."""
+    missing: list[str] = []
+    for shard in sorted(shard_keys):
+        if not os.path.isfile(os.path.join(path, shard)):
+            missing.append(shard)
+            keys = sorted(shard_keys[shard])
+            problems.append(
+                Problem(
+                    None,
+                    f"shard {shard!r} is missing ({len(keys)} tensor(s), e.g. {keys[0]!r})",
+                    "missing-file",
+                )
+            )
+            continue
+        problems.extend(_check_shard_keys(path, shard, shard_keys[shard], sizes=sizes))
+    return missing
+
+
+def _read_index(
+    path: str, idx: str, problems: list[Problem], key_files: dict[str, str], shard_keys: dict[str, set[str]]
+) -> None:
+    """Reads one `*.index.json` of folder `path` into key_files / shard_keys (problems appended)."""
+    full = os.path.join(path, idx)
+    size = os.path.getsize(full)
+    if size > _MAX_INDEX:
+        problems.append(
+            Problem(
+                None,
+                f"{idx} is {size} bytes, larger than the {_MAX_INDEX}-byte limit for an index",
+                "bad-header",
+            )
+        )
+        return
+    with open(full, "rb") as f:
+        raw = f.read(size)
+    try:
+        doc: Any = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        problems.append(
+            Problem(getattr(e, "pos", None), f"{idx} is not valid JSON: {getattr(e, 'msg', e)}", "bad-header")
+        )
+        return
+    wm = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(wm, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):
+        problems.append(Problem(None, f"{idx} has no weight_map of tensor name to shard file", "bad-header"))
+        return
+    for key, shard in wm.items():
+        if os.path.isabs(shard) or ".." in shard.replace("\\", "/").split("/"):
+            problems.append(
+                Problem(None, f"{idx}: shard {shard!r} for {key!r} is outside the folder", "bad-header")
+            )
+            continue
+        key_files[key] = shard
+        shard_keys.setdefault(shard, set()).add(key)
+
+
+def _check_shard_keys(path: str, shard: str, want: set[str], *, sizes: bool = False) -> list[Problem]:
     from . import read_layout
 
     try:
@@ -189,10 +201,13 @@ def _check_shard_keys(path: str, shard: str, want: set[str]) -> list[Problem]:
         return [Problem(None, f"shard {shard!r} cannot be read: {e.expected}", "missing-file")]
     if lay.format not in ("safetensors", "torch-zip", "torch-legacy"):
         return []
+    out = []
+    if sizes and any(q.kind == "truncated" for q in lay.problems):
+        need = f", its header needs {lay.expected_size}" if lay.expected_size else ""
+        out.append(Problem(None, f"shard {shard!r} is truncated: {lay.size} bytes{need}", "shard-truncated"))
     have = {t.key for t in lay.tensors}
     if not have and lay.problems:
-        return []  # a damaged shard reports its own problems when it is verified
-    out = []
+        return out  # a damaged shard reports its own problems when it is verified
     absent = sorted(want - have)
     if absent:
         out.append(
@@ -212,3 +227,33 @@ def _check_shard_keys(path: str, shard: str, want: set[str]) -> list[Problem]:
             )
         )
     return out
+
+
+def read_hf_index_file(fv: FileView, path: str) -> Layout:
+    """An HF `*.index.json` given on its own ("hf-index"): its weight_map is read (bounded JSON),
+    and the shard files it names, in the same folder, are checked to exist, to be as long as their
+    own headers say, and to hold exactly the tensors the index assigns to them. The file holds no
+    tensor bytes; its one segment is the index."""
+    folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    problems: list[Problem] = []
+    key_files: dict[str, str] = {}
+    shard_keys: dict[str, set[str]] = {}
+    size = fv.size
+    if size == 0:
+        problems.append(Problem(0, "file is empty (0 bytes)", "truncated"))
+    else:
+        _read_index(folder, name, problems, key_files, shard_keys)
+        _check_shards(folder, shard_keys, problems, sizes=True)
+    info = {"tensors": len(key_files), "files": sorted(shard_keys)}
+    return Layout(
+        path,
+        "hf-index",
+        size,
+        tile(size, [Segment(0, size, "metadata", name)]),
+        [],
+        problems,
+        [],
+        {},
+        info=info,
+    )
