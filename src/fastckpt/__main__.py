@@ -1,5 +1,5 @@
 """`python -m fastckpt` runs the CLI (also how `torchrun -m fastckpt` reaches it)."""
 
-from .cli import main
+from .cli import console_main
 
-raise SystemExit(main())
+console_main()
