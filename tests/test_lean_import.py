@@ -99,7 +99,9 @@ MODULES_AFTER = (
     "import json, runpy, sys\n"
     "exec(sys.argv[2])\n"
     "sys.argv = ['fastckpt', *json.loads(sys.argv[1])]\n"
-    "try:\n    runpy.run_module('fastckpt', run_name='__main__')\n"
+    # cli.main, not `python -m fastckpt`: its console entry may end the process without returning.
+    "from fastckpt.cli import main\n"
+    "try:\n    code = main()\n"
     "except SystemExit as e:\n    code = e.code\n"
     "sys.stderr.write('\\nMODULES ' + json.dumps({'rc': code, 'modules': sorted(sys.modules)}) + '\\n')\n"
 )
