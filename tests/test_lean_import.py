@@ -67,12 +67,14 @@ def test_cli_hash_does_not_import_torch(tmp_path) -> None:  # type: ignore[no-un
     f = tmp_path / "x.bin"
     f.write_bytes(b"x" * 1000)
     code = (
-        "import sys, runpy\n"
-        f"sys.argv = ['fastckpt', 'hash', {str(f)!r}]\n"
-        "try:\n    runpy.run_module('fastckpt', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "import sys\n"
+        "from fastckpt.cli import main\n"
+        f"assert main(['hash', {str(f)!r}]) == 0\n"
         "assert 'torch' not in sys.modules, 'hash imported torch'\n"
+        "print('checked')\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300)
+    assert r.stdout.rstrip().endswith("checked")
 
 
 # What `fastckpt verify FILE` with a sidecar (and `fastckpt hash FILE`) must not import: torch and
