@@ -12,12 +12,20 @@ against `zlib.crc32`. Prints GB/s (1e9 bytes/s) and ratios.
 
 The checkpoint is generated once under /tmp/verify-bench/ and reused. Run fastckpt from a regular
 (non-editable) install: an editable install with rebuild-on-import spends ~0.3 s per process
-checking the build, which is not what users run. By default the script uses
-/tmp/verify-bench/venv/bin/python when it exists, else this interpreter:
+checking the build, which is not what users run. fastckpt runs as the console script beside
+--fastckpt-python (default /tmp/verify-bench/venv/bin/python when it exists, else this
+interpreter); the peers run under this interpreter. Start-up counts in whole-process time, so give
+both the same kind of environment; a plain venv is what users have (on our dev VMs the base Python
+also loads a sandbox `.pth` that imports certifi in every process, ~40 ms):
 
-    python3 -m venv --system-site-packages /tmp/verify-bench/venv
-    /tmp/verify-bench/venv/bin/pip install --no-build-isolation . -Cbuild-dir=/tmp/verify-bench/build
-    python benchmarks/verify_throughput.py [--size-gib 2] [--runs 5] [--json out.json]
+    pip wheel --no-build-isolation --no-deps . -w /tmp/wheels
+    python3 -m venv /tmp/verify-bench/clean
+    /tmp/verify-bench/clean/bin/pip install /tmp/wheels/fastckpt-*.whl xxhash numpy
+    /tmp/verify-bench/clean/bin/python benchmarks/verify_throughput.py \
+        --fastckpt-python /tmp/verify-bench/clean/bin/python --skip-torch [--runs 7] [--json out.json]
+
+(the torch.load peer needs torch: run it from an environment that has it, without --skip-torch).
+Commands run in blocks by default (see ORDER below for why).
 """
 
 from __future__ import annotations
@@ -166,25 +174,36 @@ def run_once(cmd: list[str], expect_rc: int = 0) -> tuple[float, float]:
     return dt, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-# --warm-each: run every command once, unmeasured, right before each measured run. On the VMs we
-# use, the first process to read the hot file after a different process did (SHA-256's read()
-# pass, torch.load) hashes it up to ~0.06 s slower, whatever the command: the default order then
-# charges that to whichever command comes next.
+# How commands are ordered. "blocks" (the default): each command runs WARMUP unmeasured times and
+# then `runs` measured times in a row, so every measured run finds the file as hot as the previous
+# run of the same command left it (steady state). "interleaved": rounds run every command once, in
+# turn (a noisy neighbour slows all alike), optionally with --warm-each (each command once,
+# unmeasured, right before each measured run). On the 2-vCPU Firecracker VMs we use, memory that no
+# one touched for about a second costs extra to touch again (the host reclaims idle guest pages),
+# so interleaving charges that to whichever command follows a slow one (SHA-256 reads the file over
+# ~1.8 s): up to 0.2 s on a 0.2 s verify. "blocks" avoids it for every command alike.
+ORDER = "blocks"
 WARM_EACH = False
+WARMUP = 2
 
 
 def interleaved_medians(cmds: dict[str, list[str]], runs: int) -> dict[str, float]:
-    """Median wall time of each command (and, as `<name>_cpu`, its median CPU time); rounds run
-    every command once, in turn, so that a noisy neighbour slows all of them alike instead of
-    whichever happened to run then. One warm-up round."""
+    """Median wall time of each command (and, as `<name>_cpu`, its median CPU time; `<name>_min`,
+    its best run), in the order ORDER says."""
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
-    for i in range(runs + 1):
+    if ORDER == "blocks":
         for name, cmd in cmds.items():
-            if WARM_EACH and i:
+            for _ in range(WARMUP):
                 run_once(cmd)
-            res = run_once(cmd)
-            if i:
-                times[name].append(res)
+            times[name] = [run_once(cmd) for _ in range(runs)]
+    else:
+        for i in range(runs + 1):
+            for name, cmd in cmds.items():
+                if WARM_EACH and i:
+                    run_once(cmd)
+                res = run_once(cmd)
+                if i:
+                    times[name].append(res)
     out = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
     out.update(
         {k.removesuffix("_s") + "_cpu_s": statistics.median(c for _, c in v) for k, v in times.items()}
@@ -217,22 +236,36 @@ def main() -> int:
     )
     ap.add_argument("--skip-torch", action="store_true", help="skip the torch.load peer")
     ap.add_argument(
+        "--order",
+        choices=["blocks", "interleaved"],
+        default="blocks",
+        help="blocks (default): each command's runs in a row after 2 warm-ups (steady state); "
+        "interleaved: rounds of every command in turn",
+    )
+    ap.add_argument(
         "--warm-each",
         action="store_true",
-        help="run each command once, unmeasured, right before each measured run (steady state)",
+        help="with --order interleaved: run each command once, unmeasured, right before each measured run",
     )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    global WARM_EACH
+    global WARM_EACH, ORDER
     WARM_EACH = args.warm_each
+    ORDER = args.order
 
     path, manifest = ensure_files(args.size_gib, args.fastckpt_python)
     size = os.path.getsize(path)
     fpy = args.fastckpt_python
     runs = args.runs
-    r: dict[str, float] = {"size_bytes": size, "warm_each": float(args.warm_each)}
+    r: dict[str, float] = {
+        "size_bytes": size,
+        "warm_each": float(args.warm_each),
+        "order_blocks": float(args.order == "blocks"),
+    }
 
-    fck = [fpy, "-m", "fastckpt"]
+    # The console script users run (`python -m fastckpt` adds runpy's imports), when installed.
+    script = os.path.join(os.path.dirname(fpy), "fastckpt")
+    fck = [script] if os.path.exists(script) else [fpy, "-m", "fastckpt"]
     main_cmds = {
         "verify_sidecar_s": [*fck, "verify", "--quiet", path],
         "xxh3_pass_s": [sys.executable, "-c", XXH_CHECK, path, manifest],
