@@ -100,7 +100,8 @@ def protect_commands(folder: str, gib: float, runs: int, rep: Report) -> None:
     """`fastckpt hash`, `protect --redundancy 0` and `protect` (5%), run in this process through the
     CLI (everything the command does minus interpreter start-up), on a hot torch.save file and a hot
     opaque file; rounds interleave the commands so that load from other processes hits them alike,
-    and ratios are medians of per-round ratios."""
+    each command runs once unmeasured right before its measured run, and ratios are medians of
+    per-round ratios."""
     import contextlib
     import io
 
@@ -131,6 +132,9 @@ def protect_commands(folder: str, gib: float, runs: int, rep: Report) -> None:
             for _ in range(runs):
                 row = {}
                 for key, fn in cmds.items():
+                    # Once unmeasured right before: on our VMs memory idle for ~1 s costs extra to
+                    # touch, which would otherwise be charged to whichever command follows a slow one.
+                    fn()
                     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
                     fn()
                     row[key] = time.perf_counter() - t0
