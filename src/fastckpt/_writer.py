@@ -39,6 +39,7 @@ from .sidecar import (
     SegmentEntry,
     TensorEntry,
     encode_sidecar,
+    fsync_dir,
     sidecar_path_for,
 )
 
@@ -380,14 +381,6 @@ def remove_stale_temps(path: str) -> list[str]:
             os.unlink(os.path.join(folder, name))
             removed.append(name)
     return removed
-
-
-def fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class TempFile:

@@ -57,9 +57,11 @@ from .sidecar import (
     DirManifest,
     FileManifest,
     atomic_write,
+    atomic_write_parts,
     bulk_offset,
     copy_b_offset,
     encode_sidecar,
+    fsync_dir,
     read_sidecar,
     sidecar_path_for,
 )
@@ -391,14 +393,6 @@ def _plan(
 # ---------------------------------------------------------------------------------------------
 
 
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def temp_path_for(path: str) -> str:
     """The temporary file repair writes beside `path` (skipped by folder walks: see _layout)."""
     folder, base = os.path.split(os.path.abspath(path))
@@ -473,10 +467,11 @@ def _write_repaired(
 ) -> str:
     """Builds and verifies the repaired file at `tmp`; returns how it was made: "clone" or "copy".
 
-    A copy is read back leaf by leaf from `tmp` itself and compared with the sidecar. A clone is
-    trusted only when the original still has `hashed_identity`, the identity it had before its
-    leaves were hashed (the module docstring says why); otherwise it falls back to a verified copy.
-    The leaves patched into `tmp` are read back and compared in both cases."""
+    A copy is read back leaf by leaf from `tmp` itself and compared with the sidecar. A clone (tried
+    only when `hashed_identity`, the original's identity from before its leaves were hashed, is
+    given) is trusted when the original still has that identity (the module docstring says why);
+    otherwise RepairError: nothing is replaced. The leaves patched into `tmp` are read back and
+    compared in both cases."""
     from ._progress import Progress
     from .digest import PROGRESS_MIN_BYTES
 
@@ -492,10 +487,16 @@ def _write_repaired(
     with contextlib.ExitStack() as stack:
         stack.callback(os.close, fd)
         cloned = False
-        if present and hashed_identity is not None:
-            with open(path, "rb") as f:
-                cloned = _clone(f.fileno(), fd)
-                if cloned and file_identity(os.fstat(f.fileno())) != hashed_identity:
+        if present:
+            # The original, opened and mapped once: the clone or copy source, and (under a clone)
+            # what the parity rebuild reads.
+            src_file = stack.enter_context(open(path, "rb"))
+            smm = stack.enter_context(mmap.mmap(src_file.fileno(), 0, access=mmap.ACCESS_READ))
+            sview = memoryview(smm)
+            stack.callback(sview.release)
+            if hashed_identity is not None:
+                cloned = _clone(src_file.fileno(), fd)
+                if cloned and file_identity(os.fstat(src_file.fileno())) != hashed_identity:
                     raise RepairError(
                         f"{path}: changed while it was being repaired (its size, mtime or ctime moved "
                         f"after it was hashed); nothing was replaced: run repair again"
@@ -505,10 +506,6 @@ def _write_repaired(
         tview = memoryview(tmm) if tmm is not None else memoryview(b"")
         stack.callback(tview.release)
         if present and not cloned:
-            src_file = stack.enter_context(open(path, "rb"))
-            smm = stack.enter_context(mmap.mmap(src_file.fileno(), 0, access=mmap.ACCESS_READ))
-            sview = memoryview(smm)
-            stack.callback(sview.release)
             chunk = max(COPY_CHUNK // L, 1) * L
             starts = list(range(0, present, chunk))
             bar = stack.enter_context(
@@ -549,12 +546,7 @@ def _write_repaired(
             assert parity is not None
             # A clone's pages are cold (a new inode has its own page cache) while the original's
             # were just hashed; both hold the same bytes, except leaves patched from --from files.
-            rebuild_from = tview
-            if cloned and not plan.from_sources:
-                orig = stack.enter_context(open(path, "rb"))
-                omm = stack.enter_context(mmap.mmap(orig.fileno(), 0, access=mmap.ACCESS_READ))
-                rebuild_from = memoryview(omm)
-                stack.callback(rebuild_from.release)
+            rebuild_from = sview if cloned and not plan.from_sources else tview
             rec = reconstruct_leaves(
                 rebuild_from,
                 size,
@@ -607,7 +599,7 @@ def _commit(path: str, tmp: str, backup: bool, original_exists: bool) -> str | N
                     raise
                 break
     os.replace(tmp, path)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return kept
 
 
@@ -632,7 +624,7 @@ def _copy_file(src: str, dst: str) -> None:
 def _restore_sidecar(state: SidecarState, data_path: str, threads: int) -> None:
     """Rewrites the sidecar (atomically) from its trusted manifest and its parity, with damaged parity
     leaves recomputed from the now intact file and checked against their recorded digests."""
-    from .sidecar_parity import _atomic_write_parts, _container_parts
+    from .sidecar_parity import _container_parts
 
     manifest = state.manifest
     if state.parity is None or not isinstance(manifest, FileManifest):
@@ -663,7 +655,7 @@ def _restore_sidecar(state: SidecarState, data_path: str, threads: int) -> None:
                 )
             bulk[j * L : (j + 1) * L] = leaf
     try:
-        _atomic_write_parts(state.path, _container_parts(manifest, bulk))
+        atomic_write_parts(state.path, _container_parts(manifest, bulk))
     finally:
         state.close()
 

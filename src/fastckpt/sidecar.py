@@ -17,7 +17,7 @@ import mmap
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from . import _native
 from ._record import dataclass, field
@@ -302,28 +302,70 @@ def encode_sidecar(manifest: FileManifest | DirManifest, *, bulk: bytes = b"") -
     return bytes(out)
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Writes `path` so that it is either absent/old or complete: a temp file in the same folder,
-    fsync, rename, fsync of the folder. Never leaves a partial file at `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    tmp = os.path.join(folder, f".{base}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+def temp_path_beside(path: str) -> str:
+    """The temporary file an atomic write of `path` goes through, in the same folder (hidden, so
+    folder walks skip it: see _layout)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{base}.tmp-{os.getpid()}")
+
+
+def fsync_dir(folder: str) -> None:
+    """Makes a rename in `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def pwrite_all(fd: int, data: Any, offset: int) -> int:
+    """Writes all of `data` (any buffer) at `offset`, however short each pwrite is; returns its length."""
+    view = memoryview(data)
+    total = view.nbytes
+    while view.nbytes:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+    return total
+
+
+def commit_temp(fd: int, tmp: str, path: str) -> None:
+    """The end of every atomic write: fsync and close `fd` (open on `tmp`), rename `tmp` over `path`,
+    fsync the folder. On failure `tmp` is removed (the fd is closed either way) and `path` is as it
+    was."""
+    try:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_write_parts(path: str, parts: Sequence[Any]) -> None:
+    """Writes the concatenation of `parts` (buffers, never joined in memory) at `path` so that it is
+    either absent/old or complete: a temp file in the same folder, fsync, rename, fsync of the folder.
+    Never leaves a partial file at `path`."""
+    tmp = temp_path_beside(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        pos = 0
+        for part in parts:
+            pos += pwrite_all(fd, part, pos)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    commit_temp(fd, tmp, path)
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """atomic_write_parts with one part."""
+    atomic_write_parts(path, [data])
 
 
 def write_sidecar(

@@ -28,9 +28,13 @@ from .sidecar import (
     TRAILER_MAGIC,
     FileManifest,
     Section,
+    atomic_write_parts,
     bulk_offset,
+    commit_temp,
     copy_b_offset,
     encode_sidecar,
+    pwrite_all,
+    temp_path_beside,
 )
 
 # save's stand-in section from before PARITY was defined (private-use type, same content as JSON).
@@ -210,7 +214,7 @@ def write_sidecar_with_parity(
     parts = _sidecar_parts(
         manifest, data, redundancy=redundancy, parity=parity, params=params, threads=threads
     )
-    _atomic_write_parts(os.fspath(sidecar_path), parts)
+    atomic_write_parts(os.fspath(sidecar_path), parts)
 
 
 def _sidecar_parts(
@@ -299,8 +303,7 @@ class StreamedSidecar:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self.folder = os.path.dirname(os.path.abspath(self.path))
-        self.tmp = os.path.join(self.folder, f".{os.path.basename(self.path)}.tmp-{os.getpid()}")
+        self.tmp = temp_path_beside(self.path)
         self.fd: int | None = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self.start: int | None = None
 
@@ -328,28 +331,15 @@ class StreamedSidecar:
         head, bulk, tail = parts
         fd = self.fd
         if self.start is not None and len(head) == self.start:
-            _pwrite_all(fd, head, 0)
-            _pwrite_all(fd, tail, self.start + len(bulk))
+            pwrite_all(fd, head, 0)
+            pwrite_all(fd, tail, self.start + len(bulk))
         else:  # the shape given to bulk_start was not the final one: write everything again
             os.ftruncate(fd, 0)
             pos = 0
             for part in parts:
-                _pwrite_all(fd, part, pos)
-                pos += memoryview(part).nbytes
-        os.fsync(fd)
-        os.close(fd)
-        self.fd = None
-        try:
-            os.replace(self.tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.tmp)
-            raise
-        dfd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+                pos += pwrite_all(fd, part, pos)
+        self.fd = None  # commit_temp closes it, and removes the temp file if it fails
+        commit_temp(fd, self.tmp, self.path)
 
     def abort(self) -> None:
         if self.fd is not None:
@@ -357,39 +347,6 @@ class StreamedSidecar:
             self.fd = None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp)
-
-
-def _pwrite_all(fd: int, data: Any, offset: int) -> None:
-    view = memoryview(data)
-    while view.nbytes:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def _atomic_write_parts(path: str, parts: list[Any]) -> None:
-    """sidecar.atomic_write for data given in parts."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            for part in parts:
-                view = memoryview(part)
-                while view.nbytes:
-                    view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 # ---------------------------------------------------------------------------------------------

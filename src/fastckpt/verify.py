@@ -13,6 +13,7 @@ import bisect
 import os
 from typing import Any
 
+from .digest import PROGRESS_MIN_BYTES  # files this large get a bar during the structural CRC-32 pass
 from .errors import FastckptError, InputError
 from .sidecar import (
     DIR_MANIFEST_NAME,
@@ -27,8 +28,6 @@ from .sidecar import (
 )
 
 STRUCTURAL_NOTE = "no manifest: structural check only"
-# Files at least this large get a progress bar during the structural CRC-32 pass (as for hashing).
-PROGRESS_MIN_BYTES = 1 << 30
 UNKNOWN_FORMAT = "unknown format: protect it to verify it"
 
 
