@@ -92,7 +92,7 @@ def verify_url_file(
 def verify_url_dir(url: str, *, threads: int = 0, progress: bool = False) -> dict[str, Any]:
     from ._run import is_own_file
     from .sidecar import DIR_MANIFEST_NAME, KIND_DIRECTORY, DirManifest, read_sidecar
-    from .verify import STRUCTURAL_NOTE, _base_report, _file_error_report, _missing_report
+    from .verify import STRUCTURAL_NOTE, _base_report, _file_error_report, _missing_report, aggregate_files
 
     root = url.rstrip("/")
     listing = remote.list_files(root)
@@ -146,16 +146,7 @@ def verify_url_dir(url: str, *, threads: int = 0, progress: bool = False) -> dic
                 report["unreadable"].append(rel)
         file_report["file"] = rel
         report["files"].append(file_report)
-    files = report["files"]
-    report["size"] = sum(f["size"] or 0 for f in files)
-    sizes = [f["expected_size"] for f in files]
-    report["expected_size"] = sum(sizes) if all(s is not None for s in sizes) else None
-    report["truncated"] = any(f["truncated"] for f in files)
-    report["unsafe"] = sorted({g for f in files for g in f["unsafe"]})
-    report["sidecar_damaged"] = report["sidecar_damaged"] or any(f["sidecar_damaged"] for f in files)
-    report["damaged"] = [dict(d, file=f["file"]) for f in files for d in f["damaged"]]
-    report["leaves_checked"] = sum(f["leaves_checked"] for f in files)
-    report["warnings"] += [w for f in files for w in f["warnings"]]
+    files = aggregate_files(report)
     report["ok"] = not report["missing"] and all(f["ok"] for f in files)
     return report
 

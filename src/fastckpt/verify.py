@@ -465,7 +465,16 @@ def verify_dir(path: str | os.PathLike[str], *, threads: int = 0, progress: bool
                 f"{os.path.join(root, rel)}: not listed in {DIR_MANIFEST_NAME} (extra file)"
             )
 
-    files = report["files"]
+    files = aggregate_files(report)
+    dir_problem = any(p["kind"] not in ("extra-file",) for p in report["problems"])
+    report["ok"] = not dir_problem and not report["missing"] and all(f["ok"] for f in files)
+    return report
+
+
+def aggregate_files(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Fills a folder report's totals from its per-file reports (local and object-storage folders
+    alike); returns the file reports. Whether the folder is `ok` is left to the caller."""
+    files: list[dict[str, Any]] = report["files"]
     report["size"] = sum(f["size"] or 0 for f in files)
     sizes = [f["expected_size"] for f in files]
     report["expected_size"] = sum(sizes) if all(s is not None for s in sizes) else None
@@ -475,9 +484,7 @@ def verify_dir(path: str | os.PathLike[str], *, threads: int = 0, progress: bool
     report["damaged"] = [dict(d, file=f["file"]) for f in files for d in f["damaged"]]
     report["leaves_checked"] = sum(f["leaves_checked"] for f in files)
     report["warnings"] += [w for f in files for w in f["warnings"]]
-    dir_problem = any(p["kind"] not in ("extra-file",) for p in report["problems"])
-    report["ok"] = not dir_problem and not report["missing"] and all(f["ok"] for f in files)
-    return report
+    return files
 
 
 def verify_path(
