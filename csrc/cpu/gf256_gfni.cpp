@@ -13,6 +13,23 @@ namespace {
 // addresses past a buffer's end are harmless: they never fault.
 constexpr size_t kPrefetch = 2048;
 
+// acc[r] ^= c0[r] * x0 ^ c1[r] * x1 for R destination rows: one three-way XOR (VPTERNLOGQ) adds
+// both products, saving a vector op per row.
+template <int R>
+inline void mul_acc_pair(__m512i (&acc)[R], __m512i x0, __m512i x1, const CoefTable* c0, const CoefTable* c1) {
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm512_ternarylogic_epi64(
+        acc[r], _mm512_gf2p8affine_epi64_epi8(x0, _mm512_set1_epi64(static_cast<long long>(c0[r].affine)), 0),
+        _mm512_gf2p8affine_epi64_epi8(x1, _mm512_set1_epi64(static_cast<long long>(c1[r].affine)), 0), 0x96);
+}
+
+// acc[r] ^= c[r] * x for R destination rows (the odd source left over from the pairs).
+template <int R>
+inline void mul_acc_one(__m512i (&acc)[R], __m512i x, const CoefTable* c) {
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm512_xor_si512(acc[r], _mm512_gf2p8affine_epi64_epi8(x, _mm512_set1_epi64(static_cast<long long>(c[r].affine)), 0));
+}
+
 // R destination rows at a time: their partial sums over all sources stay in registers, and each
 // destination vector is read and written once. Sources go in pairs, so that one three-way XOR
 // (VPTERNLOGQ) adds both products: the vector ports, not memory, bound this loop in cache.
@@ -30,19 +47,13 @@ inline void column_gfni(const uint8_t* const* src, int n_src, size_t i, __mmask6
     _mm_prefetch(reinterpret_cast<const char*>(p1 + kPrefetch), _MM_HINT_T0);
     const __m512i x0 = load(p0), x1 = load(p1);
     const CoefTable* c0 = coef + static_cast<size_t>(s) * stride;
-    const CoefTable* c1 = c0 + stride;
-    for (int r = 0; r < R; ++r)
-      acc[r] = _mm512_ternarylogic_epi64(
-          acc[r], _mm512_gf2p8affine_epi64_epi8(x0, _mm512_set1_epi64(static_cast<long long>(c0[r].affine)), 0),
-          _mm512_gf2p8affine_epi64_epi8(x1, _mm512_set1_epi64(static_cast<long long>(c1[r].affine)), 0), 0x96);
+    mul_acc_pair<R>(acc, x0, x1, c0, c0 + stride);
   }
   for (; s < n_src; ++s) {
     const uint8_t* p = src[s] + i;
     _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
     const __m512i x = load(p);
-    const CoefTable* c = coef + static_cast<size_t>(s) * stride;
-    for (int r = 0; r < R; ++r)
-      acc[r] = _mm512_xor_si512(acc[r], _mm512_gf2p8affine_epi64_epi8(x, _mm512_set1_epi64(static_cast<long long>(c[r].affine)), 0));
+    mul_acc_one<R>(acc, x, coef + static_cast<size_t>(s) * stride);
   }
   for (int r = 0; r < R; ++r) {
     uint8_t* d = dst[r] + i;
@@ -93,7 +104,6 @@ void rows_hash_gfni(const uint8_t* const* src, int n_src, size_t len, uint8_t* c
     __m512i acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
     int s = 0;
-    // Sources in pairs: one three-way XOR (VPTERNLOGQ) adds both products, saving a vector op.
     for (; s + 2 <= n_src; s += 2) {
       const uint8_t* p0 = src[s] + i;
       const uint8_t* p1 = src[s + 1] + i;
@@ -104,20 +114,14 @@ void rows_hash_gfni(const uint8_t* const* src, int n_src, size_t len, uint8_t* c
       h[s] = xxh3_accumulate(h[s], x0, key);
       h[s + 1] = xxh3_accumulate(h[s + 1], x1, key);
       const CoefTable* c0 = coef + static_cast<size_t>(s) * stride;
-      const CoefTable* c1 = c0 + stride;
-      for (int r = 0; r < R; ++r)
-        acc[r] = _mm512_ternarylogic_epi64(
-            acc[r], _mm512_gf2p8affine_epi64_epi8(x0, _mm512_set1_epi64(static_cast<long long>(c0[r].affine)), 0),
-            _mm512_gf2p8affine_epi64_epi8(x1, _mm512_set1_epi64(static_cast<long long>(c1[r].affine)), 0), 0x96);
+      mul_acc_pair<R>(acc, x0, x1, c0, c0 + stride);
     }
     for (; s < n_src; ++s) {
       const uint8_t* p = src[s] + i;
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
       const __m512i x = _mm512_loadu_si512(p);
       h[s] = xxh3_accumulate(h[s], x, key);
-      const CoefTable* c = coef + static_cast<size_t>(s) * stride;
-      for (int r = 0; r < R; ++r)
-        acc[r] = _mm512_xor_si512(acc[r], _mm512_gf2p8affine_epi64_epi8(x, _mm512_set1_epi64(static_cast<long long>(c[r].affine)), 0));
+      mul_acc_one<R>(acc, x, coef + static_cast<size_t>(s) * stride);
     }
     for (int r = 0; r < R; ++r) {
       uint8_t* d = dst[r] + i;
