@@ -9,6 +9,7 @@ item only rank 1 reads. Results go to OUT.json (per rank) for the test to check.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import sys
@@ -42,14 +43,23 @@ def state(rank: int, fill: float | None = None) -> dict:
     }
 
 
+def stage(name: str) -> None:
+    """Marks progress on stderr, so a failed run says how far it got."""
+    print(f"[rank {os.environ.get('RANK')}] {name}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
+    # An abort (SIGABRT from std::terminate) then prints every thread's Python stack.
+    faulthandler.enable(all_threads=True)
     root, out = sys.argv[1], sys.argv[2]
     dist.init_process_group("gloo")
+    stage("initialized")
     rank = dist.get_rank()
     result: dict = {"rank": rank}
     sd = state(rank)
     dcp.save(sd, storage_writer=fdcp.FileSystemWriter(root))
     dist.barrier()
+    stage("saved")
 
     target = state(rank, fill=0.0)
     target["meta"] = {"step": 0, "tag": ""}
@@ -86,6 +96,7 @@ def main() -> None:
                         fh.write(bytes([b[0] ^ 0x55]))
                     result["damaged_file"] = f
     dist.barrier()
+    stage("loaded and damaged")
     target = state(rank, fill=0.0)
     try:
         fdcp.load(target, root)
@@ -105,7 +116,16 @@ def main() -> None:
     with open(out.format(rank), "w") as f:
         json.dump(result, f)
     dist.destroy_process_group()
+    stage("done")
 
 
 if __name__ == "__main__":
     main()
+    # Everything this worker checks is in OUT.json by now, so interpreter teardown is skipped: torch's
+    # gloo threads can abort it with "terminate called without an active exception" (pytorch issue
+    # 190489 is one of that family), which would fail the test for torch's exit path, not fastckpt's.
+    # A CI run once aborted that way with no other output; the stage lines and faulthandler above
+    # now say where, should it happen before this point.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
