@@ -541,11 +541,15 @@ PYBIND11_MODULE(_native, m) {
       job.populate = populate;
       job.out_fd = m_ > 0 ? out_fd : -1;
       job.out_offset = out_offset;
-      py::bytes par = new_bytes(m_ > 0 ? static_cast<size_t>(m_) * groups * leaf_size : 0);
+      // Streamed parity is not kept: holding it would cost ~5 % of the file in fresh pages.
+      const bool keep_parity = m_ > 0 && out_fd < 0;
+      py::bytes par = new_bytes(keep_parity ? static_cast<size_t>(m_) * groups * leaf_size : 0);
+      py::bytes par_leaves = new_bytes(m_ > 0 ? static_cast<size_t>(m_) * groups * 8 : 0);
       py::bytes leaves = new_bytes((size + leaf_size - 1) / leaf_size * 8);
       py::bytes span_leaves = new_bytes(parity::total_span_leaves(job.leaf_spans, leaf_size) * 8);
       std::vector<uint32_t> crcs(crc_spans.size());
-      job.parity = bytes_ptr(par);
+      job.parity = keep_parity ? bytes_ptr(par) : nullptr;
+      job.parity_leaves = m_ > 0 ? reinterpret_cast<uint64_t*>(bytes_ptr(par_leaves)) : nullptr;
       job.file_leaves = reinterpret_cast<uint64_t*>(bytes_ptr(leaves));
       job.span_leaves = reinterpret_cast<uint64_t*>(bytes_ptr(span_leaves));
       job.crcs = crcs.data();
@@ -559,7 +563,7 @@ PYBIND11_MODULE(_native, m) {
         PyErr_SetFromErrno(PyExc_OSError);
         throw py::error_already_set();
       }
-      return py::make_tuple(size, leaves, par, span_leaves, crcs);
+      return py::make_tuple(size, leaves, par, span_leaves, crcs, par_leaves);
     };
 
     m.def(
@@ -573,10 +577,11 @@ PYBIND11_MODULE(_native, m) {
         },
         py::arg("data"), py::arg("leaf_size"), py::arg("k"), py::arg("m"), py::arg("groups"), py::arg("spans"),
         py::arg("crc_spans"), py::arg("threads") = 0, py::arg("isa") = "",
-        "One pass over a C-contiguous buffer: returns (size, leaf digests, parity, span leaf digests, crcs).\n"
-        "Leaf digests and parity are those of rs_protect (m == 0: no parity, b''); span leaf digests are\n"
-        "leaf_digests(data[o:o+n]) of every (o, n) in spans, concatenated; crcs[i] is zlib.crc32 of\n"
-        "crc_spans[i]. Every span must lie inside the buffer (ValueError otherwise).");
+        "One pass over a C-contiguous buffer: returns (size, leaf digests, parity, span leaf digests, crcs,\n"
+        "parity leaf digests). Leaf digests and parity are those of rs_protect (m == 0: no parity, b'');\n"
+        "span leaf digests are leaf_digests(data[o:o+n]) of every (o, n) in spans, concatenated; crcs[i]\n"
+        "is zlib.crc32 of crc_spans[i]; parity leaf digests are leaf_digests(parity, leaf_size). Every\n"
+        "span must lie inside the buffer (ValueError otherwise).");
 
     m.def(
         "rs_scan_file",
@@ -601,8 +606,9 @@ PYBIND11_MODULE(_native, m) {
         py::arg("out_offset") = 0,
         "rs_scan over an mmap of the file. k, m, groups and the spans must fit the file's size at the time\n"
         "it is opened (ValueError otherwise). With out_fd >= 0 (an open, writable file descriptor the caller\n"
-        "keeps open) the parity is also written there, parity byte j at out_offset + j, group by group as\n"
-        "it is computed, with write-back started early (OSError on a write error).");
+        "keeps open) the parity is written there instead of returned (parity is b''), parity byte j at\n"
+        "out_offset + j, group by group as it is computed, with write-back started early (OSError on a\n"
+        "write error); its leaf digests are still returned.");
 
     m.def(
         "rs_reconstruct",

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from fastckpt import _native, hash_bytes
 from fastckpt import _parity_reference as ref
 from fastckpt.digest import digest_from_leaves
-from fastckpt.errors import InputError
+from fastckpt.errors import InputError, UsageError
 from fastckpt.parity import ParityParams, n_leaves_of, scan_file
 
 ISAS = _native.rs_available_isas()
@@ -55,12 +55,13 @@ def check_scan(
     isa: str = "",
 ) -> None:
     k, m, g = code_for(len(data), leaf, pct)
-    size, leaves, parity, span_leaves, crcs = _native.rs_scan(
+    size, leaves, parity, span_leaves, crcs, parity_leaves = _native.rs_scan(
         buf, leaf, k, m, g, spans, crc_spans, threads, isa
     )
     assert size == len(data)
     assert leaves == ref_leaves(data, leaf)
     assert parity == (ref.encode(data, leaf, k, m, g) if m else b"")
+    assert parity_leaves == ref_leaves(parity, leaf)
     assert span_leaves == b"".join(ref_leaves(data[o : o + n], leaf) for o, n in spans)
     assert crcs == [zlib.crc32(data[o : o + n]) for o, n in crc_spans]
 
@@ -167,6 +168,7 @@ def test_scan_file(tmp_path, pct: float) -> None:
     if pct:
         assert sc.params == ParityParams.from_redundancy(pct, 6)
         assert sc.parity == ref.encode(data, 65536, sc.params.k, sc.params.m, sc.params.groups)
+        assert sc.parity_leaf_bytes == ref_leaves(sc.parity, 65536)
     else:
         assert sc.params is None and sc.parity == b""
     with pytest.raises(InputError):
@@ -270,20 +272,84 @@ def test_protect_without_recorded_crcs(tmp_path) -> None:
     assert pr.protect_file(p).written
 
 
-def test_scan_file_streams_parity(tmp_path) -> None:
-    data = random_bytes(40 * 4096 + 5, 21)
+@pytest.mark.parametrize(
+    ("size", "leaf", "offset", "pct"),
+    [
+        (40 * 4096 + 5, 4096, 12345, 10),  # unaligned offset: written through the page cache
+        (40 * 4096 + 5, 4096, 12288, 10),  # aligned: direct I/O where the file system allows it
+        (300 * 1024 + 7, 1024, 8192, 5),  # leaves under 4 KiB: through the page cache
+        # Over the 8 MiB thread threshold, with many more windows than the writer has buffers: the
+        # workers and the writer thread hand buffers back and forth.
+        (9 * 65536 * 16 + 4097, 65536, 4096, 5),
+        (9 * 65536 * 16 + 4097, 65536, 4096, 25),
+    ],
+)
+def test_scan_file_streams_parity(tmp_path, size: int, leaf: int, offset: int, pct: float) -> None:
+    data = random_bytes(size, 21)
     path = tmp_path / "f.bin"
     path.write_bytes(data)
     out = tmp_path / "out"
-    fd = os.open(out, os.O_RDWR | os.O_CREAT, 0o644)
+    out.write_bytes(b"\xee" * offset)  # what lies before the parity is left alone
+    fd = os.open(out, os.O_RDWR, 0o644)
     try:
-        sc = scan_file(path, leaf_size=4096, redundancy=10, out_fd=fd, out_offset=12345)
+        sc = scan_file(path, leaf_size=leaf, redundancy=pct, out_fd=fd, out_offset=offset, threads=2)
     finally:
         os.close(fd)
-    assert sc.parity == ref.encode(data, 4096, sc.params.k, sc.params.m, sc.params.groups)
-    assert out.read_bytes() == bytes(12345) + sc.parity
+    assert sc.params is not None
+    want = ref.encode(data, leaf, sc.params.k, sc.params.m, sc.params.groups)
+    assert sc.parity == b""  # streamed, never held whole
+    assert out.read_bytes() == b"\xee" * offset + want
+    assert sc.parity_leaf_bytes == ref_leaves(want, leaf)
+    assert sc.leaf_bytes == ref_leaves(data, leaf)
+
+
+def test_scan_file_stream_errors(tmp_path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(random_bytes(40 * 4096 + 5, 21))
     with pytest.raises(OSError):
         scan_file(path, leaf_size=4096, redundancy=10, out_fd=987654)  # not an open file
+    ro = tmp_path / "ro"
+    ro.write_bytes(b"")
+    fd = os.open(ro, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError):
+            scan_file(path, leaf_size=4096, redundancy=10, out_fd=fd, out_offset=4096)  # not writable
+    finally:
+        os.close(fd)
+
+
+def test_streamed_sidecar_moves_parity_when_the_shape_changes(tmp_path) -> None:
+    """bulk_start placed the parity for one manifest shape; finish() gets another (protect --force
+    re-reads a damaged file's layout): the parity is moved and the sidecar is exactly the plain one."""
+    import fastckpt.protect as pr
+    from fastckpt._record import replace as record_replace
+    from fastckpt.sidecar import read_sidecar
+    from fastckpt.sidecar_parity import StreamedSidecar, write_sidecar_with_parity
+
+    p = str(tmp_path / "m.bin")
+    with open(p, "wb") as f:
+        f.write(random_bytes(9 * 65536 + 3, 4))
+    manifest, _, params, parity = pr.build_manifest_with_parity(p, redundancy=5)
+    assert params is not None
+    # Long enough to push the bulk area one 4 KiB block further.
+    other = record_replace(manifest, name="x" * 5000)
+    spath = p + ".fastckpt"
+    with StreamedSidecar(spath) as sink:
+        start = sink.bulk_start(other, params)
+        os.pwrite(sink.fd, parity, start)
+        sink.finish(manifest, params, ref_leaves(parity, 65536))
+    plain = str(tmp_path / "plain.fastckpt")
+    write_sidecar_with_parity(plain, manifest, parity=parity, params=params)
+    with open(spath, "rb") as a, open(plain, "rb") as b:
+        assert a.read() == b.read()
+    assert not read_sidecar(spath).damaged
+    with StreamedSidecar(spath) as sink:
+        sink.bulk_start(manifest, params)
+        with pytest.raises(UsageError, match="parity leaf digests"):
+            sink.finish(manifest, params, b"\0" * 3)
+    with StreamedSidecar(spath) as sink, pytest.raises(UsageError, match="bulk_start"):
+        sink.finish(manifest, params, ref_leaves(parity, 65536))
+    assert sorted(os.listdir(tmp_path)) == ["m.bin", "m.bin.fastckpt", "plain.fastckpt"]
 
 
 @pytest.mark.parametrize("kind", ["opaque", "torch"])

@@ -131,22 +131,28 @@ int resolve_threads(int requested, size_t work_bytes, size_t n_tasks) {
   return static_cast<int>(std::min<size_t>(static_cast<size_t>(n), n_tasks));
 }
 
-// Runs task(0..n_tasks) on `threads` workers that take tasks from a shared counter.
+// Runs task(t, w) for t in 0..n_tasks on `threads` workers (w: the worker's index, 0..threads-1)
+// that take tasks from a shared counter.
 template <class F>
-void parallel_for(size_t n_tasks, int threads, const F& task) {
+void parallel_for_workers(size_t n_tasks, int threads, const F& task) {
   std::atomic<size_t> next{0};
-  auto worker = [&]() {
+  auto worker = [&](int w) {
     for (;;) {
       const size_t t = next.fetch_add(1, std::memory_order_relaxed);
       if (t >= n_tasks) return;
-      task(t);
+      task(t, w);
     }
   };
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(std::max(0, threads - 1)));
-  for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
-  worker();
+  for (int i = 1; i < threads; ++i) pool.emplace_back(worker, i);
+  worker(0);
   for (auto& th : pool) th.join();
+}
+
+template <class F>
+void parallel_for(size_t n_tasks, int threads, const F& task) {
+  parallel_for_workers(n_tasks, threads, [&](size_t t, int) { task(t); });
 }
 
 uint64_t n_leaves_of(uint64_t size, size_t leaf_size) { return (size + leaf_size - 1) / leaf_size; }
@@ -296,16 +302,37 @@ void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, 
   const uint8_t* secret = xxh3::default_secret();
   const size_t n_tiles = (L + tile - 1) / tile;
   const size_t W = hook != nullptr ? kHookWindow : kWindow, n_windows = (G + W - 1) / W;
+  const bool reports_windows = hook != nullptr && hook->window_done != nullptr && n_tiles == 1;
+  if (parity == nullptr && !reports_windows)
+    throw std::invalid_argument("encode without a parity buffer needs a window_done hook and whole-leaf tiles");
   const int n_threads = resolve_threads(threads, len, n_windows * n_tiles);
-  parallel_for(n_windows * n_tiles, n_threads, [&](size_t task) {
+  // Without a parity buffer, worker w accumulates its window's m rows of W leaves in scratch[w]: a
+  // few hundred KiB that stay in cache and are reused, where a buffer for all the parity would be
+  // ~5 % of the file in fresh pages (first touches cost more than the encode itself).
+  const size_t scratch_bytes = parity == nullptr ? m * W * L : 0;
+  std::vector<std::vector<uint8_t>> scratch(
+      parity == nullptr && hook->window_buffer == nullptr ? static_cast<size_t>(n_threads) : 0);
+  parallel_for_workers(n_windows * n_tiles, n_threads, [&](size_t task, int worker) {
     const size_t g0 = (task / n_tiles) * W, col = (task % n_tiles) * tile;
     const size_t width = std::min(tile, L - col);
     const size_t n_groups = std::min(W, G - g0);
+    uint8_t* rows = parity != nullptr ? parity + g0 * L : nullptr;
+    size_t row_stride = G * L;
+    if (parity == nullptr) {
+      if (hook->window_buffer != nullptr) {
+        rows = hook->window_buffer(hook->ctx, scratch_bytes);
+      } else {
+        std::vector<uint8_t>& mine = scratch[static_cast<size_t>(worker)];
+        if (mine.size() != scratch_bytes) mine.resize(scratch_bytes);
+        rows = mine.data();
+      }
+      row_stride = W * L;
+    }
     // dst[u * m + r]: parity row r of group g0 + u.
     std::vector<uint8_t*> dst(n_groups * m);
     for (size_t u = 0; u < n_groups; ++u)
       for (size_t r = 0; r < m; ++r) {
-        dst[u * m + r] = parity + (r * G + g0 + u) * L + col;
+        dst[u * m + r] = rows + r * row_stride + u * L + col;
         std::memset(dst[u * m + r], 0, width);
       }
     // Leaves are taken kBatch at a time: the kernel streams them from memory together (several
@@ -375,7 +402,7 @@ void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, 
           }
       }
     }
-    if (hook != nullptr && hook->window_done != nullptr && n_tiles == 1) hook->window_done(hook->ctx, g0, n_groups);
+    if (reports_windows) hook->window_done(hook->ctx, g0, n_groups, rows, row_stride);
   });
 }
 

@@ -110,19 +110,29 @@ void check_code(const Code& code, uint64_t size);
 // just read (so they are in cache); over the whole call the ranges partition [0, len). `populate`
 // asks the kernel to map each range of a file mapping before it is read (one madvise instead of a
 // page fault per few pages).
-// `window_done(ctx, g0, n)`, when not null, is called once the parity of groups [g0, g0 + n) is final
-// (every group exactly once, unless the leaves are cut into several tiles: then never).
+// `window_done(ctx, g0, n, rows, row_stride)`, when not null, is called once the parity of groups
+// [g0, g0 + n) is final (every group exactly once, unless the leaves are cut into several tiles: then
+// never), on the worker that computed it: parity leaf r * G + g0 + u is at rows + r * row_stride +
+// u * leaf_size, for r < m and u < n. Those bytes are valid only during the call, unless they came
+// from `window_buffer`.
+// `window_buffer(ctx, nbytes)`, when not null and encode has no parity buffer, provides the nbytes
+// (m rows of a window) that a worker accumulates its next window in; they pass back to the hook with
+// the window_done call that reports that window (e.g. to be written out while the pass goes on).
 struct RangeHook {
   void (*fn)(void* ctx, size_t begin, size_t end);
   void* ctx;
   bool populate;
-  void (*window_done)(void* ctx, size_t g0, size_t n_groups);
+  void (*window_done)(void* ctx, size_t g0, size_t n_groups, uint8_t* rows, size_t row_stride);
+  uint8_t* (*window_buffer)(void* ctx, size_t nbytes) = nullptr;
 };
 
 // Parity of data[0, len): m * G leaves of leaf_size bytes, leaf j = r * G + g, written to `parity`.
 // When `digests` is not null, the XXH3-64 of every data leaf is written there as well (with
 // `hash_loop`), in the same pass over memory: each leaf is hashed just before it is multiplied in,
 // while it is in cache.
+// `parity` may be null when `hook->window_done` consumes the parity and the leaves are not cut into
+// tiles (digests given): each worker then accumulates its window in a small buffer of its own and
+// the m * G * leaf_size bytes are never held at once (std::invalid_argument otherwise).
 void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, uint64_t* digests,
             cpu::LongAccumulateFn hash_loop, int threads, const Kernels& kernels, const RangeHook* hook = nullptr);
 

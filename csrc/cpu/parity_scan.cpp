@@ -7,11 +7,16 @@
 #include "parity_scan.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -69,6 +74,175 @@ struct CrcPiece {
   uint32_t crc;
 };
 
+// Writes finished parity windows to the sidecar's temp file on a thread of its own, so that the
+// disk works while the pass goes on and the workers never wait on it (unless it falls behind by
+// more than its buffers). Where the file system allows it the writes bypass the page cache
+// (O_DIRECT through a second descriptor of the same file): no copy into fresh page-cache pages, which
+// on our VMs cost more CPU than the encode, and the data is on the disk when the last write returns.
+// Elsewhere (a file system without O_DIRECT, leaves under 4 KiB, an unaligned offset, an EINVAL
+// from the file system) it writes through the cache and starts write-back at once (sync_file_range).
+// The trade-off: parity written directly is not in the page cache, so a verify right after protect
+// reads it from the disk (~5 % of the file; measured in docs/PERFORMANCE.md).
+class ParityWriter {
+ public:
+  ParityWriter(int fd, uint64_t out_offset, const gf::Code& code, int workers)
+      : fd_(fd), out_offset_(out_offset), code_(code), max_buffers_(static_cast<size_t>(std::max(1, workers)) + 3) {
+    const uint64_t L = code.leaf_size;
+    const bool aligned = out_offset % kDirectAlign == 0 && L % kDirectAlign == 0;
+#if defined(O_DIRECT)
+    // Only a regular file the caller opened for writing: reopening through /proc must never grant
+    // more than the caller's own descriptor allows.
+    const int flags = ::fcntl(fd, F_GETFL);
+    struct stat st {};
+    if (aligned && flags >= 0 && (flags & O_ACCMODE) != O_RDONLY && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+      const std::string self = "/proc/self/fd/" + std::to_string(fd);
+      direct_fd_ = ::open(self.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+    }
+#else
+    (void)aligned;
+#endif
+    thread_ = std::thread([this] { run(); });
+  }
+
+  ParityWriter(const ParityWriter&) = delete;
+  ParityWriter& operator=(const ParityWriter&) = delete;
+
+  ~ParityWriter() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    queued_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    if (direct_fd_ >= 0) ::close(direct_fd_);
+    for (uint8_t* b : all_) std::free(b);
+  }
+
+  // A buffer of nbytes for a worker's next window: a free one, a new one while there are fewer than
+  // the limit, or else the first one the writer gives back.
+  uint8_t* acquire(size_t nbytes) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (nbytes_ == 0) nbytes_ = nbytes;
+    if (nbytes != nbytes_) throw std::logic_error("parity writer: windows of different sizes");
+    if (free_.empty() && all_.size() < max_buffers_) {
+      void* p = nullptr;
+      if (::posix_memalign(&p, kDirectAlign, nbytes) != 0) throw std::bad_alloc();
+      all_.push_back(static_cast<uint8_t*>(p));
+      return static_cast<uint8_t*>(p);
+    }
+    released_.wait(lock, [this] { return !free_.empty(); });
+    uint8_t* b = free_.back();
+    free_.pop_back();
+    return b;
+  }
+
+  // Queues a window for writing; `owned`: rows came from acquire() and return to the pool after.
+  void submit(uint8_t* rows, size_t row_stride, size_t g0, size_t n_groups, bool owned) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back({rows, row_stride, g0, n_groups, owned});
+    }
+    queued_.notify_one();
+  }
+
+  // Waits until everything submitted is written; throws std::system_error for the first write error.
+  void finish() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    queued_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    if (error_ != 0) throw std::system_error(error_, std::generic_category(), "writing parity to the sidecar");
+  }
+
+ private:
+  static constexpr uint64_t kDirectAlign = 4096;
+  struct Window {
+    uint8_t* rows;
+    size_t row_stride;
+    size_t g0;
+    size_t n_groups;
+    bool owned;
+  };
+
+  void run() {
+    for (;;) {
+      Window w{};
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        queued_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        w = queue_.front();
+        queue_.pop_front();
+      }
+      if (error_ == 0) write_window(w);
+      if (!w.owned) continue;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        free_.push_back(w.rows);
+      }
+      released_.notify_one();
+    }
+  }
+
+  void write_window(const Window& w) {
+    const uint64_t L = code_.leaf_size, G = code_.groups;
+    for (int r = 0; r < code_.m; ++r) {
+      const uint8_t* p = w.rows + static_cast<size_t>(r) * w.row_stride;
+      const uint64_t at = out_offset_ + (static_cast<uint64_t>(r) * G + w.g0) * L;
+      const size_t n = w.n_groups * static_cast<size_t>(L);
+      if (direct_fd_ >= 0) {
+        const int err = write_all(direct_fd_, p, n, at);
+        if (err == 0) continue;
+        if (err != EINVAL) {
+          error_ = err;
+          return;
+        }
+        // The file system refused direct I/O after all: the page cache from here on.
+        ::close(direct_fd_);
+        direct_fd_ = -1;
+      }
+      if (const int err = write_all(fd_, p, n, at); err != 0) {
+        error_ = err;
+        return;
+      }
+#ifdef SYNC_FILE_RANGE_WRITE
+      ::sync_file_range(fd_, static_cast<off_t>(at), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
+#endif
+    }
+  }
+
+  static int write_all(int fd, const uint8_t* p, size_t n, uint64_t at) {
+    while (n > 0) {
+      const ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(at));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      if (w == 0) return EIO;
+      p += w;
+      n -= static_cast<size_t>(w);
+      at += static_cast<uint64_t>(w);
+    }
+    return 0;
+  }
+
+  int fd_;
+  int direct_fd_ = -1;
+  uint64_t out_offset_;
+  gf::Code code_;
+  size_t max_buffers_;
+  size_t nbytes_ = 0;
+  std::mutex mu_;
+  std::condition_variable queued_, released_;
+  std::deque<Window> queue_;
+  std::vector<uint8_t*> free_, all_;
+  bool stop_ = false;
+  int error_ = 0;  // written by the writer thread only, read after it is joined
+  std::thread thread_;
+};
+
 struct Context {
   const uint8_t* data;
   const ScanJob* job;
@@ -106,48 +280,30 @@ struct Context {
     }
   }
 
-  // Parity streaming (ScanJob::out_fd).
-  std::atomic<size_t> groups_written{0};
-  std::atomic<int> write_error{0};
+  // Parity streaming (ScanJob::out_fd): set by scan() when the parity is written out.
+  ParityWriter* writer = nullptr;
+  std::atomic<size_t> groups_done{0};
 
-  void write_out(const uint8_t* p, size_t n, uint64_t at) {
-    while (n > 0) {
-      const ssize_t w = ::pwrite(job->out_fd, p, n, static_cast<off_t>(at));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        int expected = 0;
-        write_error.compare_exchange_strong(expected, errno);
-        return;
-      }
-      p += w;
-      n -= static_cast<size_t>(w);
-      at += static_cast<uint64_t>(w);
-    }
-  }
-
-  void window_done(size_t g0, size_t n_groups) {
-    if (write_error.load(std::memory_order_relaxed) != 0) return;
+  // Parity rows of groups [g0, g0 + n_groups), final: hashed while in cache, then written out.
+  void window_done(size_t g0, size_t n_groups, uint8_t* rows, size_t row_stride) {
     const gf::Code& code = *job->code;
     const size_t L = job->leaf_size, G = code.groups;
-    for (int r = 0; r < code.m; ++r) {
-      const uint64_t first = (static_cast<uint64_t>(r) * G + g0) * L;
-      write_out(job->parity + first, n_groups * L, job->out_offset + first);
-#ifdef SYNC_FILE_RANGE_WRITE
-      // Start write-back now (asynchronously), while the pass goes on.
-      ::sync_file_range(job->out_fd, static_cast<off_t>(job->out_offset + first), static_cast<off_t>(n_groups * L),
-                        SYNC_FILE_RANGE_WRITE);
-#endif
-    }
-    groups_written.fetch_add(n_groups, std::memory_order_relaxed);
+    if (job->parity_leaves != nullptr)
+      for (int r = 0; r < code.m; ++r)
+        for (size_t u = 0; u < n_groups; ++u)
+          job->parity_leaves[static_cast<uint64_t>(r) * G + g0 + u] =
+              cpu::hash64(rows + static_cast<size_t>(r) * row_stride + u * L, L, job->hash_loop);
+    groups_done.fetch_add(n_groups, std::memory_order_relaxed);
+    if (writer != nullptr) writer->submit(rows, row_stride, g0, n_groups, job->parity == nullptr);
   }
 
   void finish_parity() {
-    if (job->out_fd < 0 || job->code == nullptr) return;
-    const size_t G = job->code->groups;
-    if (groups_written.load() != G && write_error.load() == 0)  // the encode did not report windows
-      write_out(job->parity, static_cast<size_t>(job->code->m) * G * job->leaf_size, job->out_offset);
-    if (const int err = write_error.load(); err != 0)
-      throw std::system_error(err, std::generic_category(), "writing parity to the sidecar");
+    if (job->code == nullptr) return;
+    if (writer != nullptr) writer->finish();
+    // gf::encode reports every window whenever leaves are whole tiles, which a scan (it hashes whole
+    // leaves) always has; anything else would leave parity unwritten or unhashed.
+    if (groups_done.load() != job->code->groups)
+      throw std::logic_error("parity scan: the encode did not report every window");
   }
 
   void finish_crcs() {
@@ -168,7 +324,10 @@ struct Context {
 };
 
 void hook_fn(void* ctx, size_t a, size_t b) { static_cast<Context*>(ctx)->range(a, b); }
-void window_fn(void* ctx, size_t g0, size_t n) { static_cast<Context*>(ctx)->window_done(g0, n); }
+void window_fn(void* ctx, size_t g0, size_t n, uint8_t* rows, size_t row_stride) {
+  static_cast<Context*>(ctx)->window_done(g0, n, rows, row_stride);
+}
+uint8_t* window_buffer_fn(void* ctx, size_t nbytes) { return static_cast<Context*>(ctx)->writer->acquire(nbytes); }
 
 int resolve_threads(int requested, size_t len, size_t n_tasks) {
   if (len < kMinBytesForThreads || n_tasks < 2) return 1;
@@ -201,8 +360,18 @@ void scan(const uint8_t* data, size_t len, const ScanJob& job, const gf::Kernels
   Context ctx(data, job);
   const size_t L = job.leaf_size;
   if (job.code != nullptr) {
-    const gf::RangeHook hook{hook_fn, &ctx, job.populate, job.out_fd >= 0 ? window_fn : nullptr};
+    if (job.parity == nullptr && job.out_fd < 0) throw std::invalid_argument("parity scan: no parity buffer and no out_fd");
+    std::unique_ptr<ParityWriter> writer;
+    if (job.out_fd >= 0 && len > 0) {
+      writer = std::make_unique<ParityWriter>(job.out_fd, job.out_offset, *job.code,
+                                              resolve_threads(job.threads, len, job.code->groups));
+      ctx.writer = writer.get();
+    }
+    // With a parity buffer the windows are written out from it; without, from the writer's buffers.
+    const gf::RangeHook hook{hook_fn, &ctx, job.populate, window_fn,
+                             writer != nullptr && job.parity == nullptr ? window_buffer_fn : nullptr};
     gf::encode(data, len, *job.code, job.parity, job.file_leaves, job.hash_loop, job.threads, kernels, &hook);
+    ctx.finish_parity();
   } else if (len > 0) {
     const size_t chunk = std::max(L, kChunkBytes / L * L);
     const size_t n_chunks = (len + chunk - 1) / chunk;
@@ -224,7 +393,6 @@ void scan(const uint8_t* data, size_t len, const ScanJob& job, const gf::Kernels
     worker();
     for (auto& th : pool) th.join();
   }
-  ctx.finish_parity();
   ctx.finish_crcs();
 }
 

@@ -21,9 +21,13 @@ struct Span {
 
 struct ScanJob {
   size_t leaf_size;
-  // Parity: null code means none (then `parity` is unused).
+  // Parity: null code means none (then `parity` and `parity_leaves` are unused). `parity` (m * G
+  // leaves) may be null when out_fd >= 0: the parity is then only written out, never held whole.
   const gf::Code* code;
   uint8_t* parity;
+  // When not null: the XXH3-64 of every parity leaf (m * G digests, leaf r * G + g), computed while
+  // the leaf is in cache (what the sidecar records to check its parity).
+  uint64_t* parity_leaves = nullptr;
   uint64_t* file_leaves;  // ceil(len / leaf_size) digests
   // Leaf digests of each span, concatenated in span order: span t's leaf j goes to
   // span_leaves[first_leaf(t) + j], first_leaf(t) = sum over u < t of ceil(nbytes_u / leaf_size).

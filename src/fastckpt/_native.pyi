@@ -95,7 +95,7 @@ def rs_scan(
     crc_spans: Sequence[tuple[int, int]],
     threads: int = 0,
     isa: str = "",
-) -> tuple[int, bytes, bytes, bytes, list[int]]: ...
+) -> tuple[int, bytes, bytes, bytes, list[int], bytes]: ...
 def rs_scan_file(
     path: str,
     leaf_size: int,
@@ -108,7 +108,7 @@ def rs_scan_file(
     isa: str = "",
     out_fd: int = -1,
     out_offset: int = 0,
-) -> tuple[int, bytes, bytes, bytes, list[int]]: ...
+) -> tuple[int, bytes, bytes, bytes, list[int], bytes]: ...
 def rs_reconstruct(
     data: Buffer,
     size: int,

@@ -255,9 +255,10 @@ class ScannedFile:
     leaf_size: int
     params: ParityParams | None  # None: no parity was asked for (redundancy 0)
     leaf_bytes: bytes = field(repr=False)
-    parity: bytes = field(repr=False)
+    parity: bytes = field(repr=False)  # b"" when it was streamed to out_fd
     span_leaves: list[bytes] = field(repr=False)  # leaf digests of each span, packed little-endian u64
     crcs: list[int] = field(repr=False)  # zlib.crc32 of each CRC span
+    parity_leaf_bytes: bytes = field(repr=False, default=b"")  # leaf digests of the parity
 
 
 def scan_file(
@@ -278,8 +279,10 @@ def scan_file(
     from) and the CRC-32 of each (offset, nbytes) CRC span (zip records). Each byte is loaded from
     memory once; the extra work on it is done while it is in cache.
 
-    With `out_fd` (an open file the caller owns) the parity is also written there, parity byte j at
-    `out_offset + j`, group by group during the pass (sidecar_parity.StreamedSidecar)."""
+    With `out_fd` (an open file the caller owns) the parity is written there instead of returned
+    (`parity` is then b""), parity byte j at `out_offset + j`, group by group during the pass
+    (sidecar_parity.StreamedSidecar); only a few windows of it are ever in memory. The parity's own
+    leaf digests (`parity_leaf_bytes`) are computed either way, while each parity leaf is in cache."""
     check_leaf_size(leaf_size)
     fspath = os.fspath(path)
     span_list = [(int(o), int(n)) for o, n in spans]
@@ -297,7 +300,7 @@ def scan_file(
         params = ParityParams.from_redundancy(redundancy, n_leaves_of(size, leaf_size))
         k, m, groups = params.k, params.m, params.groups
     try:
-        size2, leaves, parity, span_bytes, crcs = _native.rs_scan_file(
+        size2, leaves, parity, span_bytes, crcs, parity_leaves = _native.rs_scan_file(
             fspath, leaf_size, k, m, groups, span_list, crc_list, threads, isa, out_fd, out_offset
         )
     except ValueError:
@@ -311,7 +314,7 @@ def scan_file(
             count = n_leaves_of(n, leaf_size) * 8
             out.append(bytes(view[pos : pos + count]))
             pos += count
-    return ScannedFile(size2, leaf_size, params, leaves, parity, out, list(crcs))
+    return ScannedFile(size2, leaf_size, params, leaves, parity, out, list(crcs), parity_leaves)
 
 
 @dataclass(frozen=True)

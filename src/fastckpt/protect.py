@@ -234,7 +234,8 @@ def _build(
     sink: Any = None,
 ) -> tuple[FileManifest, Any, ParityParams | None, bytes]:
     """The manifest, layout, parity parameters and parity, from one scan_file pass. With `sink` (a
-    sidecar_parity.StreamedSidecar) the parity is written into the sidecar during the pass."""
+    sidecar_parity.StreamedSidecar) the parity is written into the sidecar during the pass, and the
+    fourth item is the parity's leaf digests instead of the parity."""
     from ._progress import Progress
     from .parity import n_leaves_of, scan_file
 
@@ -266,7 +267,8 @@ def _build(
         layout = read_layout(path, check_crc=True)
     d = digest_from_leaves(sc.leaf_bytes, leaf_size, sc.size)
     manifest = _manifest(path, layout, d.nbytes, leaf_size, d.value, d.leaf_bytes, spans, sc.span_leaves)
-    return manifest, layout, sc.params, sc.parity
+    # Streamed parity is not held in memory: the sink needs only its leaf digests.
+    return manifest, layout, sc.params, sc.parity_leaf_bytes if out_fd >= 0 else sc.parity
 
 
 def _manifest(
@@ -375,7 +377,7 @@ def protect_file(
         return refused(layout, problems)
     # With parity the sidecar's temp file is opened first and the pass writes the parity into it.
     with StreamedSidecar(spath) if redundancy > 0 else contextlib.nullcontext() as sink:
-        manifest, layout, params, parity = _build(
+        manifest, layout, params, parity_leaves = _build(
             fspath, layout, crc_records or [], leaf_size, threads, progress, redundancy, sink
         )
         # A bad CRC found by the fused pass: the reader's layout now describes it.
@@ -385,7 +387,7 @@ def protect_file(
         if params is None or sink is None:
             write_sidecar(spath, manifest)
         else:
-            sink.finish(manifest, parity, params, threads)
+            sink.finish(manifest, params, parity_leaves)
     return ProtectResult(
         fspath,
         spath,

@@ -322,31 +322,52 @@ class StreamedSidecar:
         self.start = len(_container_parts(base, b"", bulk_len=n)[0])
         return self.start
 
-    def finish(self, manifest: FileManifest, parity: bytes, params: ParityParams, threads: int = 0) -> None:
-        """Completes the sidecar, whose parity bytes the pass already wrote at bulk_start."""
+    def finish(self, manifest: FileManifest, params: ParityParams, parity_leaf_bytes: bytes) -> None:
+        """Completes the sidecar, whose parity bytes the pass already wrote at bulk_start;
+        `parity_leaf_bytes` are their leaf digests (ScannedFile.parity_leaf_bytes)."""
         assert self.fd is not None, "finish() after abort()"
-        parts = _sidecar_parts(
-            manifest, None, redundancy=DEFAULT_REDUNDANCY, parity=parity, params=params, threads=threads
-        )
-        head, bulk, tail = parts
+        L = manifest.leaf_size
+        params.check(n_leaves_of(manifest.file_size, L))
+        n = params.parity_nbytes(L)
+        if len(parity_leaf_bytes) != 8 * params.parity_leaves:
+            raise UsageError(
+                f"{len(parity_leaf_bytes)} bytes of parity leaf digests for {params.parity_leaves} parity leaves"
+            )
+        if self.start is None:
+            raise UsageError("StreamedSidecar.finish() without bulk_start(): the parity was never placed")
+        sec = ParitySection(params, 0, manifest.file_size, L, PARITY_BULK_OFFSET, n, parity_leaf_bytes)
+        base = _manifest_without_parity(manifest)
+        base.extra = [*base.extra, Section(SEC_PARITY, 0, encode_parity_section(sec))]
+        head, _, tail = _container_parts(base, b"", bulk_len=n)
         fd = self.fd
-        if self.start is not None and len(head) == self.start:
-            pwrite_all(fd, head, 0)
-            pwrite_all(fd, tail, self.start + len(bulk))
-        else:  # the shape given to bulk_start was not the final one: write everything again
+        if len(head) != self.start:
+            # The final manifest is not the shape bulk_start was given (protect --force on a file
+            # whose CRC check failed re-reads its layout): move the parity to where it now belongs.
+            parity = _pread_exact(fd, n, self.start)
             os.ftruncate(fd, 0)
-            pos = 0
-            for part in parts:
-                pos += pwrite_all(fd, part, pos)
+            pwrite_all(fd, parity, len(head))
+        pwrite_all(fd, head, 0)
+        pwrite_all(fd, tail, len(head) + n)
         self.fd = None  # commit_temp closes it, and removes the temp file if it fails
         commit_temp(fd, self.tmp, self.path)
 
     def abort(self) -> None:
+        """Closes and removes the temp file (nothing happens after finish())."""
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp)
+
+
+def _pread_exact(fd: int, n: int, offset: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = os.pread(fd, min(n - len(out), 1 << 26), offset + len(out))
+        if not chunk:
+            raise OSError(f"the sidecar's temp file ended {n - len(out)} bytes short of its parity")
+        out += chunk
+    return bytes(out)
 
 
 # ---------------------------------------------------------------------------------------------
