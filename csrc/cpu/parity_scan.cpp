@@ -26,7 +26,9 @@
 namespace fastckpt::parity {
 namespace {
 
-constexpr size_t kChunkBytes = size_t{1} << 20;           // the unit of the pass without parity
+// The unit of the pass without parity: its leaves are hashed, then its tensor leaves and CRC pieces
+// re-read it, so it should stay in L2; 256 KiB made that re-read ~12 % cheaper than 1 MiB (2-vCPU Xeon).
+constexpr size_t kChunkBytes = size_t{1} << 18;
 constexpr size_t kMinBytesForThreads = size_t{8} << 20;  // below this one thread is faster
 
 uint64_t leaves_of(uint64_t nbytes, size_t leaf_size) { return (nbytes + leaf_size - 1) / leaf_size; }
