@@ -7,7 +7,9 @@
 #include "parity_scan.hpp"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -88,7 +90,7 @@ struct CrcPiece {
 class ParityWriter {
  public:
   ParityWriter(int fd, uint64_t out_offset, const gf::Code& code, int workers)
-      : fd_(fd), out_offset_(out_offset), code_(code), max_buffers_(static_cast<size_t>(std::max(1, workers)) + 3) {
+      : fd_(fd), out_offset_(out_offset), code_(code), max_buffers_(static_cast<size_t>(std::max(1, workers)) + 6) {
     const uint64_t L = code.leaf_size;
     const bool aligned = out_offset % kDirectAlign == 0 && L % kDirectAlign == 0;
 #if defined(O_DIRECT)
@@ -160,6 +162,7 @@ class ParityWriter {
 
  private:
   static constexpr uint64_t kDirectAlign = 4096;
+  static constexpr size_t kMaxRun = 16;  // windows per write
   struct Window {
     uint8_t* rows;
     size_t row_stride;
@@ -169,63 +172,91 @@ class ParityWriter {
   };
 
   void run() {
+    std::vector<Window> batch;
     for (;;) {
-      Window w{};
       {
         std::unique_lock<std::mutex> lock(mu_);
         queued_.wait(lock, [this] { return stop_ || !queue_.empty(); });
         if (queue_.empty()) return;
-        w = queue_.front();
-        queue_.pop_front();
+        batch.assign(queue_.begin(), queue_.end());
+        queue_.clear();
       }
-      if (error_ == 0) write_window(w);
-      if (!w.owned) continue;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        free_.push_back(w.rows);
+      // Windows of consecutive groups are consecutive in each parity row: one write per row for a
+      // whole run of them. Larger writes matter: on the VMs we measured, 1 MiB direct writes reached
+      // twice the disk throughput of the 256 KiB rows of a single window.
+      std::sort(batch.begin(), batch.end(), [](const Window& a, const Window& b) { return a.g0 < b.g0; });
+      for (size_t i = 0; i < batch.size();) {
+        size_t j = i + 1;
+        while (j < batch.size() && j - i < kMaxRun && batch[j].g0 == batch[j - 1].g0 + batch[j - 1].n_groups) ++j;
+        if (error_ == 0) write_run(&batch[i], j - i);
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          for (size_t t = i; t < j; ++t)
+            if (batch[t].owned) free_.push_back(batch[t].rows);
+        }
+        released_.notify_all();
+        i = j;
       }
-      released_.notify_one();
     }
   }
 
-  void write_window(const Window& w) {
+  void write_run(const Window* w, size_t count) {
     const uint64_t L = code_.leaf_size, G = code_.groups;
+    std::vector<iovec> iov(count);
     for (int r = 0; r < code_.m; ++r) {
-      const uint8_t* p = w.rows + static_cast<size_t>(r) * w.row_stride;
-      const uint64_t at = out_offset_ + (static_cast<uint64_t>(r) * G + w.g0) * L;
-      const size_t n = w.n_groups * static_cast<size_t>(L);
+      for (size_t t = 0; t < count; ++t) {
+        iov[t].iov_base = w[t].rows + static_cast<size_t>(r) * w[t].row_stride;
+        iov[t].iov_len = w[t].n_groups * static_cast<size_t>(L);
+      }
+      const uint64_t at = out_offset_ + (static_cast<uint64_t>(r) * G + w[0].g0) * L;
       if (direct_fd_ >= 0) {
-        const int err = write_all(direct_fd_, p, n, at);
+        std::vector<iovec> left(iov);
+        const int err = write_all(direct_fd_, left, at);
         if (err == 0) continue;
         if (err != EINVAL) {
           error_ = err;
           return;
         }
-        // The file system refused direct I/O after all: the page cache from here on.
+        // The file system refused direct I/O after all: the page cache from here on (the row is
+        // written again from its start).
         ::close(direct_fd_);
         direct_fd_ = -1;
       }
-      if (const int err = write_all(fd_, p, n, at); err != 0) {
+      std::vector<iovec> left(iov);
+      if (const int err = write_all(fd_, left, at); err != 0) {
         error_ = err;
         return;
       }
 #ifdef SYNC_FILE_RANGE_WRITE
+      size_t n = 0;
+      for (const iovec& v : iov) n += v.iov_len;
       ::sync_file_range(fd_, static_cast<off_t>(at), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
 #endif
     }
   }
 
-  static int write_all(int fd, const uint8_t* p, size_t n, uint64_t at) {
-    while (n > 0) {
-      const ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(at));
+  // pwritev until every byte of `iov` is written (it is consumed); 0 or the errno.
+  static int write_all(int fd, std::vector<iovec>& iov, uint64_t at) {
+    size_t first = 0;
+    while (first < iov.size()) {
+      const int cnt = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+      const ssize_t w = ::pwritev(fd, &iov[first], cnt, static_cast<off_t>(at));
       if (w < 0) {
         if (errno == EINTR) continue;
         return errno;
       }
       if (w == 0) return EIO;
-      p += w;
-      n -= static_cast<size_t>(w);
       at += static_cast<uint64_t>(w);
+      size_t done = static_cast<size_t>(w);
+      while (done > 0) {
+        iovec& v = iov[first];
+        const size_t take = std::min(done, v.iov_len);
+        v.iov_base = static_cast<uint8_t*>(v.iov_base) + take;
+        v.iov_len -= take;
+        done -= take;
+        if (v.iov_len == 0) ++first;
+      }
+      while (first < iov.size() && iov[first].iov_len == 0) ++first;
     }
     return 0;
   }
