@@ -275,9 +275,9 @@ def test_protect_without_recorded_crcs(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("size", "leaf", "offset", "pct"),
     [
-        (40 * 4096 + 5, 4096, 12345, 10),  # unaligned offset: written through the page cache
-        (40 * 4096 + 5, 4096, 12288, 10),  # aligned: direct I/O where the file system allows it
-        (300 * 1024 + 7, 1024, 8192, 5),  # leaves under 4 KiB: through the page cache
+        (40 * 4096 + 5, 4096, 12345, 10),  # an unaligned offset
+        (40 * 4096 + 5, 4096, 12288, 10),
+        (300 * 1024 + 7, 1024, 8192, 5),  # small leaves
         # Over the 8 MiB thread threshold, with many more windows than the writer has buffers: the
         # workers and the writer thread hand buffers back and forth.
         (9 * 65536 * 16 + 4097, 65536, 4096, 5),
