@@ -37,8 +37,11 @@ def run_ranks(args: list[str], world: int = 2, timeout: int = 240) -> list[subpr
     port = _free_port()
     procs = []
     for rank in range(world):
+        # One intra-op thread per rank: on a many-core runner each rank would otherwise start a
+        # thread per core, which is how a container's pids limit is reached.
         env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                   LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+                   LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   OMP_NUM_THREADS="1")  # fmt: skip
         procs.append(
             subprocess.Popen(
                 [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

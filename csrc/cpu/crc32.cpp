@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "crc32.hpp"
+#include "workers.hpp"
 
 namespace fastckpt::cpu {
 namespace {
@@ -206,11 +207,7 @@ void crc32_ranges(const uint8_t* base, const uint64_t* offsets, const uint64_t* 
       p.crc = fn(0, base + p.offset, static_cast<size_t>(p.length));
     }
   };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(n_threads - 1));
-  for (int t = 1; t < n_threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
+  run_workers(n_threads, [&](int) { worker(); });
 
   for (size_t i = 0; i < count; ++i) out[i] = init ? init[i] : 0u;
   for (const Piece& p : pieces) out[p.range] = crc32_combine(out[p.range], p.crc, p.length);

@@ -11,6 +11,7 @@
 #include "diff.hpp"
 
 #include "diff_isa.hpp"
+#include "workers.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -286,11 +287,7 @@ void parallel_tiles(uint64_t n_items, int n_threads, const Job& job) {
       for (uint64_t t = task * kTilesPerTask; t < last; ++t) job(t);
     }
   };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(std::max(0, n_threads - 1)));
-  for (int t = 1; t < n_threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
+  run_workers(n_threads, [&](int) { worker(); });
 }
 
 }  // namespace

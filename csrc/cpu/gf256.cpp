@@ -2,6 +2,7 @@
 // reconstruct drivers of the parity engine. The portable ("scalar") kernels are here too; they are
 // the fallback on CPUs without AVX2 and a second implementation the vector kernels are tested against.
 #include "gf256.hpp"
+#include "workers.hpp"
 
 #include "../common/xxh3.hpp"
 
@@ -143,11 +144,7 @@ void parallel_for_workers(size_t n_tasks, int threads, const F& task) {
       task(t, w);
     }
   };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(std::max(0, threads - 1)));
-  for (int i = 1; i < threads; ++i) pool.emplace_back(worker, i);
-  worker(0);
-  for (auto& th : pool) th.join();
+  cpu::run_workers(threads, worker);
 }
 
 template <class F>

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "workers.hpp"
 
 namespace fastckpt::cpu {
 namespace {
@@ -63,12 +64,7 @@ void leaf_digests(const uint8_t* in, size_t len, size_t leaf_size, uint64_t* out
       }
     }
   };
-  const int n_threads = resolve_threads(threads, len);
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(n_threads - 1));
-  for (int t = 1; t < n_threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
+  run_workers(resolve_threads(threads, len), [&](int) { worker(); });
 }
 
 }  // namespace fastckpt::cpu

@@ -5,6 +5,7 @@
 // crc32_combine at the end). With parity the ranges are the rows of gf::encode's windows (RangeHook);
 // without, they are fixed chunks whose file leaves are hashed first.
 #include "parity_scan.hpp"
+#include "workers.hpp"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -88,9 +89,17 @@ struct CrcPiece {
 // read ~100 MB back from the disk (0.28 s instead of 0.11 s).
 class ParityWriter {
  public:
+  // Small parity, or no thread to be had (a process or pids limit): each worker writes its own
+  // windows, one worker at a time.
   ParityWriter(int fd, uint64_t out_offset, const gf::Code& code, int workers)
       : fd_(fd), out_offset_(out_offset), code_(code), max_buffers_(static_cast<size_t>(std::max(1, workers)) + 6) {
-    thread_ = std::thread([this] { run(); });
+    const uint64_t parity_bytes = static_cast<uint64_t>(code.m) * code.groups * code.leaf_size;
+    if (parity_bytes >= kMinBytesForThread) {
+      try {
+        thread_ = std::thread([this] { run(); });
+      } catch (const std::system_error&) {
+      }
+    }
   }
 
   ParityWriter(const ParityWriter&) = delete;
@@ -126,9 +135,24 @@ class ParityWriter {
 
   // Queues a window for writing; `owned`: rows came from acquire() and return to the pool after.
   void submit(uint8_t* rows, size_t row_stride, size_t g0, size_t n_groups, bool owned) {
+    const Window w{rows, row_stride, g0, n_groups, owned};
+    if (!thread_.joinable()) {
+      {
+        std::lock_guard<std::mutex> lock(inline_mu_);
+        if (error_ == 0) write_run(&w, 1);
+      }
+      if (owned) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          free_.push_back(rows);
+        }
+        released_.notify_one();
+      }
+      return;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
-      queue_.push_back({rows, row_stride, g0, n_groups, owned});
+      queue_.push_back(w);
     }
     queued_.notify_one();
   }
@@ -147,6 +171,8 @@ class ParityWriter {
  private:
   static constexpr size_t kPageAlign = 4096;  // whole pages copy into the page cache fastest
   static constexpr size_t kMaxRun = 16;  // windows per write
+  // Below this much parity a thread of its own is not worth starting.
+  static constexpr uint64_t kMinBytesForThread = uint64_t{8} << 20;
   struct Window {
     uint8_t* rows;
     size_t row_stride;
@@ -241,7 +267,10 @@ class ParityWriter {
   std::deque<Window> queue_;
   std::vector<uint8_t*> free_, all_;
   bool stop_ = false;
-  int error_ = 0;  // written by the writer thread only, read after it is joined
+  std::mutex inline_mu_;  // serializes the workers' own writes when there is no writer thread
+  // Written by the writer thread (or under inline_mu_), read after the thread is joined (or after
+  // the workers are).
+  int error_ = 0;
   std::thread thread_;
 };
 
@@ -392,11 +421,7 @@ void scan(const uint8_t* data, size_t len, const ScanJob& job, const gf::Kernels
         }
       }
     };
-    const int n_threads = resolve_threads(job.threads, len, n_chunks);
-    std::vector<std::thread> pool;
-    for (int i = 1; i < n_threads; ++i) pool.emplace_back(worker);
-    worker();
-    for (auto& th : pool) th.join();
+    cpu::run_workers(resolve_threads(job.threads, len, n_chunks), [&](int) { worker(); });
   }
   ctx.finish_crcs();
 }

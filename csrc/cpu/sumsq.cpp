@@ -6,6 +6,7 @@
 // workers through a shared counter; each task writes its own totals, which the caller adds in task
 // order, so the result is independent of the thread count.
 #include "sumsq.hpp"
+#include "workers.hpp"
 
 // The reduction order is normative, so a fused multiply-add (which rounds x*x + acc once instead
 // of twice) must never be used: this file is compiled with the baseline x86-64 flags, which have no
@@ -364,15 +365,7 @@ void sumsq_sequence(const uint8_t* const* bufs, size_t k, size_t nbytes, const S
     n_threads = threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency());
     n_threads = static_cast<int>(std::min<size_t>(std::max(1, n_threads), n_tasks));
   }
-  if (n_threads <= 1) {
-    worker();
-  } else {
-    std::vector<std::thread> pool;
-    pool.reserve(static_cast<size_t>(n_threads - 1));
-    for (int t = 1; t < n_threads; ++t) pool.emplace_back(worker);
-    worker();
-    for (auto& t : pool) t.join();
-  }
+  run_workers(n_threads, [&](int) { worker(); });
   for (size_t j = 0; j < stride; ++j) {
     double total = 0.0;
     for (size_t t = 0; t < n_tasks; ++t) total += task_totals[t * stride + j];
