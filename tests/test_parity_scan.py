@@ -7,6 +7,7 @@ a hash of each tensor's own bytes for what `protect` records.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -316,6 +317,17 @@ def test_scan_file_stream_errors(tmp_path) -> None:
             scan_file(path, leaf_size=4096, redundancy=10, out_fd=fd, out_offset=4096)  # not writable
     finally:
         os.close(fd)
+    if os.path.exists("/dev/full"):  # every write fails with ENOSPC: a full disk
+        big = tmp_path / "big.bin"
+        big.write_bytes(random_bytes(12 << 20, 5))  # >= 8 MiB of parity at 100 %: the writer thread
+        for f, pct in ((path, 10), (big, 100)):
+            fd = os.open("/dev/full", os.O_WRONLY)
+            try:
+                with pytest.raises(OSError) as err:
+                    scan_file(f, leaf_size=4096, redundancy=pct, out_fd=fd)
+                assert err.value.errno == errno.ENOSPC
+            finally:
+                os.close(fd)
 
 
 def test_streamed_sidecar_moves_parity_when_the_shape_changes(tmp_path) -> None:
@@ -374,3 +386,22 @@ def test_streamed_sidecar_bytes_equal_plain_write(tmp_path, kind: str) -> None:
     back = read_sidecar(p + ".fastckpt")
     assert not back.damaged and back.manifest.file_digest == manifest.file_digest
     assert [f for f in os.listdir(tmp_path) if ".tmp-" in f] == []
+
+
+def test_protect_reports_a_failed_parity_write(tmp_path, monkeypatch, capsys) -> None:
+    """A full disk while the parity streams into the sidecar: one line naming the sidecar, exit 2,
+    no sidecar and no temp file left."""
+    import fastckpt.parity as parity
+    from fastckpt.cli import main
+
+    p = tmp_path / "m.bin"
+    p.write_bytes(random_bytes(300_000, 8))
+
+    def full(*a, **k):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(parity, "scan_file", full)
+    assert main(["protect", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"fastckpt: error: {p}.fastckpt: No space left on device (writing the parity into its temporary file)"]
+    assert sorted(os.listdir(tmp_path)) == ["m.bin"]

@@ -251,16 +251,22 @@ def _build(
         out_fd, out_offset = sink.fd, sink.bulk_start(shape, params)
     what = "protect" if redundancy > 0 else "digest"
     with Progress(f"{what} {path}", size, enabled=progress and size >= PROGRESS_MIN_BYTES) as bar:
-        sc = scan_file(
-            path,
-            leaf_size=leaf_size,
-            redundancy=redundancy,
-            spans=tensor_spans,
-            crc_spans=[(r.offset, r.nbytes) for r in crc_records],
-            threads=threads,
-            out_fd=out_fd,
-            out_offset=out_offset,
-        )
+        try:
+            sc = scan_file(
+                path,
+                leaf_size=leaf_size,
+                redundancy=redundancy,
+                spans=tensor_spans,
+                crc_spans=[(r.offset, r.nbytes) for r in crc_records],
+                threads=threads,
+                out_fd=out_fd,
+                out_offset=out_offset,
+            )
+        except OSError as e:
+            if sink is None or e.filename is not None:
+                raise
+            # A failed write of the streamed parity (a full disk): say which file it was for.
+            raise OSError(e.errno, f"{e.strerror} (writing the parity into its temporary file)", sink.path) from None
         bar.update(size)
     if any(got != r.crc for got, r in zip(sc.crcs, crc_records, strict=True)):
         # Damage: let the reader describe it (its problems are what protect reports and refuses on).
