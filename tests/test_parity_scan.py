@@ -405,3 +405,26 @@ def test_protect_reports_a_failed_parity_write(tmp_path, monkeypatch, capsys) ->
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"fastckpt: error: {p}.fastckpt: No space left on device (writing the parity into its temporary file)"]
     assert sorted(os.listdir(tmp_path)) == ["m.bin"]
+
+
+@pytest.mark.parametrize("pct", ["0", "5"])
+def test_protect_reports_a_full_disk_while_writing_the_sidecar(tmp_path, monkeypatch, capsys, pct: str) -> None:
+    """os.pwrite failing with ENOSPC while the manifest copies are written (with parity: around the
+    streamed parity; without: the whole sidecar): the error names the sidecar, nothing is left."""
+    import fastckpt.sidecar as sidecar
+    from fastckpt.cli import main
+
+    p = tmp_path / "m.bin"
+    p.write_bytes(random_bytes(300_000, 8))
+    real = os.pwrite
+
+    def pwrite(fd: int, data, offset: int) -> int:  # type: ignore[no-untyped-def]
+        if "m.bin.fastckpt" in os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(sidecar.os, "pwrite", pwrite)
+    assert main(["protect", str(p), "--redundancy", pct]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"fastckpt: error: {p}.fastckpt: No space left on device"]
+    assert sorted(os.listdir(tmp_path)) == ["m.bin"]

@@ -328,6 +328,14 @@ def pwrite_all(fd: int, data: Any, offset: int) -> int:
     return total
 
 
+def naming(e: OSError, path: str) -> OSError:
+    """`e`, naming `path` if it names no file: errors of os.pwrite and os.fsync carry no file name,
+    and the one-line error a user sees must say which file could not be written."""
+    if e.filename is not None:
+        return e
+    return OSError(e.errno, e.strerror or str(e), path)
+
+
 def commit_temp(fd: int, tmp: str, path: str) -> None:
     """The end of every atomic write: fsync and close `fd` (open on `tmp`), rename `tmp` over `path`,
     fsync the folder. On failure `tmp` is removed (the fd is closed either way) and `path` is as it
@@ -338,6 +346,10 @@ def commit_temp(fd: int, tmp: str, path: str) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise naming(e, path) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -355,10 +367,12 @@ def atomic_write_parts(path: str, parts: Sequence[Any]) -> None:
         pos = 0
         for part in parts:
             pos += pwrite_all(fd, part, pos)
-    except BaseException:
+    except BaseException as e:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise naming(e, path) from None
         raise
     commit_temp(fd, tmp, path)
 

@@ -33,6 +33,7 @@ from .sidecar import (
     commit_temp,
     copy_b_offset,
     encode_sidecar,
+    naming,
     pwrite_all,
     temp_path_beside,
 )
@@ -340,14 +341,17 @@ class StreamedSidecar:
         base.extra = [*base.extra, Section(SEC_PARITY, 0, encode_parity_section(sec))]
         head, _, tail = _container_parts(base, b"", bulk_len=n)
         fd = self.fd
-        if len(head) != self.start:
-            # The final manifest is not the shape bulk_start was given (protect --force on a file
-            # whose CRC check failed re-reads its layout): move the parity to where it now belongs.
-            parity = _pread_exact(fd, n, self.start)
-            os.ftruncate(fd, 0)
-            pwrite_all(fd, parity, len(head))
-        pwrite_all(fd, head, 0)
-        pwrite_all(fd, tail, len(head) + n)
+        try:
+            if len(head) != self.start:
+                # The final manifest is not the shape bulk_start was given (protect --force on a file
+                # whose CRC check failed re-reads its layout): move the parity to where it now belongs.
+                parity = _pread_exact(fd, n, self.start)
+                os.ftruncate(fd, 0)
+                pwrite_all(fd, parity, len(head))
+            pwrite_all(fd, head, 0)
+            pwrite_all(fd, tail, len(head) + n)
+        except OSError as e:
+            raise naming(e, self.path) from None  # the with block's abort() removes the temp file
         self.fd = None  # commit_temp closes it, and removes the temp file if it fails
         commit_temp(fd, self.tmp, self.path)
 
