@@ -77,6 +77,28 @@ def test_cli_hash_does_not_import_torch(tmp_path) -> None:  # type: ignore[no-un
     assert r.stdout.rstrip().endswith("checked")
 
 
+def test_cli_version_builds_no_command() -> None:
+    """`fastckpt --version` prints the version without importing any command's module."""
+    code = (
+        "import sys, contextlib, io\n"
+        "import fastckpt\n"
+        "from fastckpt.cli import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    try:\n"
+        "        main(['--version'])\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
+        "assert out.getvalue().strip() == f'fastckpt {fastckpt.__version__}', out.getvalue()\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('fastckpt.commands.') and m != 'fastckpt.commands._common')\n"
+        "assert loaded == [], loaded\n"
+        "print('checked')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip().endswith("checked")
+
+
 # What `fastckpt verify FILE` with a sidecar (and `fastckpt hash FILE`) must not import: torch and
 # numpy (never needed), the object-storage layer and what it pulls in (thread pools, logging), and
 # dataclasses with inspect/ast/dis/tokenize (~8 ms of start-up; see fastckpt._record). Modules the

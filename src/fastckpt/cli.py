@@ -31,7 +31,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The full parser, or with `only` one subcommand's (so running a command imports just its module)."""
+    """The full parser, or with `only` one subcommand's (so running a command imports just its
+    module); with `only=""` none (`--version` needs no command's module)."""
     from . import __version__
 
     parser = _Parser(
@@ -42,7 +43,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fastckpt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in [only] if only in COMMANDS else COMMANDS:
+    for name in [only] if only in COMMANDS else [] if only == "" else COMMANDS:
         module = importlib.import_module(f"fastckpt.commands.{name}")
         p = module.add_parser(sub)
         p.set_defaults(_run=module.run)
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The first word names the command when it is one; global options (--help, --version) come first
     # otherwise, and then the full parser is built so help and "invalid choice" list every command.
     first = args_list[0] if args_list else None
-    parser = build_parser(first if first in COMMANDS else None)
+    parser = build_parser(first if first in COMMANDS else "" if first == "--version" else None)
     args = parser.parse_args(args_list)
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
