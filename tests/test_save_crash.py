@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import time
 
@@ -40,11 +41,12 @@ def _state(version: int) -> dict:
     }
 
 
-def _child(path: str, start: int, redundancy: float) -> None:
+def _child(path: str, start: int, redundancy: float, done_fd: int) -> None:
     try:
         v = start
         while True:
             fastckpt.save(_state(v), path, redundancy=redundancy)
+            os.write(done_fd, b"s")  # one save committed
             v += 1
     finally:
         os._exit(0)
@@ -73,13 +75,22 @@ def test_sigkill_during_save_never_leaves_a_partial_checkpoint(tmp_path) -> None
     with_sidecar = 0
     start, prev = 1, 0
     for i in range(KILLS):
+        done_r, done_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
-            _child(path, start, 5.0 if i % 2 else 0.0)
-        # Kill anywhere within the first few saves: inside torch.save, the parity pass, an fsync,
-        # between the renames, or while the sidecar is written.
-        time.sleep(rng.uniform(0, 3 * one_save))
+            os.close(done_r)
+            _child(path, start, 5.0 if i % 2 else 0.0, done_w)
+        os.close(done_w)
+        # Kill anywhere in a save: inside torch.save, the parity pass, an fsync, between the
+        # renames, or while the sidecar is written. Every other kill waits until the child has
+        # committed one save first, so that kills land after commits too however slow the machine
+        # is (a fixed delay made that depend on the load).
+        if i % 4 >= 2:
+            ready, _, _ = select.select([done_r], [], [], 120)
+            assert ready and os.read(done_r, 1) == b"s", "the child never completed a save"
+        time.sleep(rng.uniform(0, 2 * one_save))
         os.kill(pid, signal.SIGKILL)
+        os.close(done_r)
         _, status = os.waitpid(pid, 0)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         v = _check(path)
