@@ -235,6 +235,17 @@ def disk_write_floor(folder: str, nbytes: int, runs: int) -> float:
     return statistics.median(times[1:])
 
 
+def protect_commands_in(args: argparse.Namespace, rep: Report) -> None:
+    """protect_commands in --dir; its hot files are removed afterwards unless --keep."""
+    try:
+        protect_commands(args.dir, args.commands_gib, args.command_runs, rep)
+    finally:
+        if not args.keep:
+            for name in ("bench.pt", "bench.bin"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(args.dir, name))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024, help="warm buffer size (default 1024)")
@@ -261,13 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.commands_only:
         rep = Report()
         os.makedirs(args.dir, exist_ok=True)
-        try:
-            protect_commands(args.dir, args.commands_gib, args.command_runs, rep)
-        finally:
-            if not args.keep:
-                for name in ("bench.pt", "bench.bin"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(args.dir, name))
+        protect_commands_in(args, rep)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"rows": rep.rows}, f, indent=1)
@@ -441,13 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.unlink(path + ".parity")
 
     if args.commands_gib > 0:
-        try:
-            protect_commands(args.dir, args.commands_gib, args.command_runs, rep)
-        finally:
-            if not args.keep:
-                for name in ("bench.pt", "bench.bin"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(args.dir, name))
+        protect_commands_in(args, rep)
 
     print("\nratios")
     d1 = enc_gbps[(args.redundancy[0], 1)]

@@ -34,7 +34,6 @@ from . import _native
 from .digest import DEFAULT_LEAF_SIZE, check_leaf_size, digest_from_leaves
 from .errors import InputError
 from .sidecar import (
-    TENSOR_RAW_RANGE,
     FileManifest,
     SegmentEntry,
     TensorEntry,
@@ -484,13 +483,6 @@ def drop_cache(fd: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _prod(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 @dataclass
 class _FileBytes:
     """Lazy read-only mmap of a finished file, for the few ranges that were not hashed in flight."""
@@ -525,10 +517,12 @@ def tensor_entries(
 ) -> tuple[list[TensorEntry], int]:
     """TENSORS entries (as `fastckpt protect` computes them) for the tensor spans of a file that was
     written through `hasher`. Returns (entries, bytes re-read from the file)."""
+    from .protect import tensor_entries_from_leaves
+
     L = hasher.leaf_size
     size = hasher.pos
     fb = _FileBytes(path, size)
-    out: list[TensorEntry] = []
+    leaves_of: list[bytes] = []
     reread = 0
     try:
         for t in spans:
@@ -536,8 +530,6 @@ def tensor_entries(
                 raise InputError(
                     path, t.offset, f"tensor {t.key} to lie inside the {size}-byte file ({t.nbytes} bytes)"
                 )
-            shape = tuple(int(d) for d in t.shape)
-            dense = _prod(shape) * t.itemsize == t.nbytes
             chunk = hasher.chunks.get(t.offset)
             if chunk is not None and chunk[0] >= t.nbytes:
                 full = t.nbytes // L
@@ -553,19 +545,10 @@ def tensor_entries(
                 with fb.view()[t.offset : t.offset + t.nbytes] as region:
                     reread += region.nbytes
                     leaves = _native.leaf_digests(region, L, threads)
-            if dense:
-                d = digest_from_leaves(leaves, L, t.nbytes, t.dtype, shape)
-            else:
-                d = digest_from_leaves(leaves, L, t.nbytes)
-            out.append(
-                TensorEntry(
-                    t.key, t.dtype, shape, t.offset, t.nbytes, t.itemsize, t.storage, d.value,
-                    0 if dense else TENSOR_RAW_RANGE,
-                )
-            )  # fmt: skip
+            leaves_of.append(leaves)
     finally:
         fb.close()
-    return out, reread
+    return tensor_entries_from_leaves(spans, leaves_of, L), reread
 
 
 @dataclass

@@ -104,8 +104,9 @@ def _tensor_spans(path: str, size: int, spans: list[Any]) -> list[tuple[int, int
     return [(int(t.offset), int(t.nbytes)) for t in spans]
 
 
-def _tensor_entries(spans: list[Any], leaves_of: list[bytes], leaf_size: int) -> list[TensorEntry]:
-    """v1 digests of each tensor's bytes from its leaf digests (leaves counted from the tensor's start)."""
+def tensor_entries_from_leaves(spans: list[Any], leaves_of: list[bytes], leaf_size: int) -> list[TensorEntry]:
+    """TENSORS entries of the reader's tensor spans, their v1 digests from each tensor's leaf digests
+    (leaves counted from the tensor's start); also used by the hashing writer (_writer)."""
     out: list[TensorEntry] = []
     for t, leaves in zip(spans, leaves_of, strict=True):
         shape = tuple(int(d) for d in t.shape)
@@ -304,7 +305,7 @@ def _manifest(
             for t in spans
         ]
     else:
-        tensors = _tensor_entries(spans, span_leaves, leaf_size)
+        tensors = tensor_entries_from_leaves(spans, span_leaves, leaf_size)
     segments = [SegmentEntry(s.offset, s.length, s.kind, s.name) for s in layout.segments]
     if not segments and size:
         segments = [SegmentEntry(0, size, "other", None)]
