@@ -93,6 +93,18 @@ py::bytes leaf_digests_of(const uint8_t* data, size_t len, size_t leaf_size, int
   return py::reinterpret_steal<py::bytes>(out);
 }
 
+// Maps `path` read-only without the GIL; a failure is an OSError naming the file.
+std::unique_ptr<cpu::MappedFile> map_file(const std::string& path) {
+  try {
+    py::gil_scoped_release release;
+    return std::make_unique<cpu::MappedFile>(path);
+  } catch (const std::system_error& e) {
+    errno = e.code().value();
+    PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
+    throw py::error_already_set();
+  }
+}
+
 py::int_ u128_to_int(xxh3::U128 v) {
   py::int_ high(v.high), low(v.low);
   return py::reinterpret_steal<py::int_>(
@@ -158,15 +170,7 @@ PYBIND11_MODULE(_native, m) {
       [](const std::string& path, size_t leaf_size, int threads, const std::string& isa) {
         check_leaf_size(leaf_size);
         auto loop = loop_for(isa);
-        std::unique_ptr<cpu::MappedFile> file;
-        try {
-          py::gil_scoped_release release;
-          file = std::make_unique<cpu::MappedFile>(path);
-        } catch (const std::system_error& e) {
-          errno = e.code().value();
-          PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
-          throw py::error_already_set();
-        }
+        const std::unique_ptr<cpu::MappedFile> file = map_file(path);
         py::bytes leaves = leaf_digests_of(file->data(), file->size(), leaf_size, threads, loop, /*populate=*/true);
         return py::make_tuple(file->size(), leaves);
       },
@@ -494,15 +498,7 @@ PYBIND11_MODULE(_native, m) {
           const gf::Kernels& kern = rs_kernels(isa);
           auto loop = loop_for("");
           check_leaf_size(leaf_size);
-          std::unique_ptr<cpu::MappedFile> file;
-          try {
-            py::gil_scoped_release release;
-            file = std::make_unique<cpu::MappedFile>(path);
-          } catch (const std::system_error& e) {
-            errno = e.code().value();
-            PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
-            throw py::error_already_set();
-          }
+          const std::unique_ptr<cpu::MappedFile> file = map_file(path);
           const gf::Code code = rs_code(file->size(), leaf_size, k, m_, groups);
           py::bytes parity = new_bytes(static_cast<size_t>(m_) * groups * leaf_size);
           py::bytes digests = new_bytes((file->size() + leaf_size - 1) / leaf_size * 8);
@@ -589,15 +585,7 @@ PYBIND11_MODULE(_native, m) {
             const std::vector<std::pair<uint64_t, uint64_t>>& spans,
             const std::vector<std::pair<uint64_t, uint64_t>>& crc_spans, int threads, const std::string& isa,
             int out_fd, uint64_t out_offset) {
-          std::unique_ptr<cpu::MappedFile> file;
-          try {
-            py::gil_scoped_release release;
-            file = std::make_unique<cpu::MappedFile>(path);
-          } catch (const std::system_error& e) {
-            errno = e.code().value();
-            PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
-            throw py::error_already_set();
-          }
+          const std::unique_ptr<cpu::MappedFile> file = map_file(path);
           return rs_scan_impl(file->data(), file->size(), leaf_size, k, m_, groups, spans, crc_spans, threads, isa,
                               true, out_fd, out_offset);
         },

@@ -197,17 +197,11 @@ void crc32_ranges(const uint8_t* base, const uint64_t* offsets, const uint64_t* 
   if (total < kMinBytesForThreads) n_threads = 1;
   n_threads = static_cast<int>(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(n_threads), pieces.size())));
 
-  std::atomic<size_t> next{0};
-  auto worker = [&]() {
-    for (;;) {
-      const size_t k = next.fetch_add(1, std::memory_order_relaxed);
-      if (k >= pieces.size()) return;
-      Piece& p = pieces[k];
-      populate(base + p.offset, p.length);
-      p.crc = fn(0, base + p.offset, static_cast<size_t>(p.length));
-    }
-  };
-  run_workers(n_threads, [&](int) { worker(); });
+  parallel_tasks(pieces.size(), n_threads, [&](size_t k, int) {
+    Piece& p = pieces[k];
+    populate(base + p.offset, p.length);
+    p.crc = fn(0, base + p.offset, static_cast<size_t>(p.length));
+  });
 
   for (size_t i = 0; i < count; ++i) out[i] = init ? init[i] : 0u;
   for (const Piece& p : pieces) out[p.range] = crc32_combine(out[p.range], p.crc, p.length);

@@ -132,25 +132,6 @@ int resolve_threads(int requested, size_t work_bytes, size_t n_tasks) {
   return static_cast<int>(std::min<size_t>(static_cast<size_t>(n), n_tasks));
 }
 
-// Runs task(t, w) for t in 0..n_tasks on `threads` workers (w: the worker's index, 0..threads-1)
-// that take tasks from a shared counter.
-template <class F>
-void parallel_for_workers(size_t n_tasks, int threads, const F& task) {
-  std::atomic<size_t> next{0};
-  auto worker = [&](int w) {
-    for (;;) {
-      const size_t t = next.fetch_add(1, std::memory_order_relaxed);
-      if (t >= n_tasks) return;
-      task(t, w);
-    }
-  };
-  cpu::run_workers(threads, worker);
-}
-
-template <class F>
-void parallel_for(size_t n_tasks, int threads, const F& task) {
-  parallel_for_workers(n_tasks, threads, [&](size_t t, int) { task(t); });
-}
 
 uint64_t n_leaves_of(uint64_t size, size_t leaf_size) { return (size + leaf_size - 1) / leaf_size; }
 
@@ -309,7 +290,7 @@ void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, 
   const size_t scratch_bytes = parity == nullptr ? m * W * L : 0;
   std::vector<std::vector<uint8_t>> scratch(
       parity == nullptr && hook->window_buffer == nullptr ? static_cast<size_t>(n_threads) : 0);
-  parallel_for_workers(n_windows * n_tiles, n_threads, [&](size_t task, int worker) {
+  cpu::parallel_tasks(n_windows * n_tiles, n_threads, [&](size_t task, int worker) {
     const size_t g0 = (task / n_tiles) * W, col = (task % n_tiles) * tile;
     const size_t width = std::min(tile, L - col);
     const size_t n_groups = std::min(W, G - g0);
@@ -410,7 +391,7 @@ void xor_encode(const uint8_t* data, size_t len, size_t leaf_size, size_t groups
   if (n == 0 || G == 0) return;
   const size_t tile = std::min(L, kTileBytes), n_tiles = (L + tile - 1) / tile;
   const int n_threads = resolve_threads(threads, len, G * n_tiles);
-  parallel_for(G * n_tiles, n_threads, [&](size_t task) {
+  cpu::parallel_tasks(G * n_tiles, n_threads, [&](size_t task, int) {
     const size_t g = task / n_tiles, col = (task % n_tiles) * tile;
     const size_t width = std::min(tile, L - col);
     uint8_t* dst = parity + g * L + col;
@@ -548,7 +529,7 @@ void reconstruct(const uint8_t* data, size_t len, uint64_t size, const Code& cod
   const size_t tile = std::min(L, kTileBytes), n_tiles = (L + tile - 1) / tile;
   const size_t work = groups.size() * k * L;
   const int n_threads = resolve_threads(threads, work, groups.size() * n_tiles);
-  parallel_for(groups.size() * n_tiles, n_threads, [&](size_t task) {
+  cpu::parallel_tasks(groups.size() * n_tiles, n_threads, [&](size_t task, int) {
     const GroupDecode& d = groups[task / n_tiles];
     const size_t col = (task % n_tiles) * tile, width = std::min(tile, L - col);
     const size_t e = d.out_slot.size();

@@ -50,21 +50,15 @@ void leaf_digests(const uint8_t* in, size_t len, size_t leaf_size, uint64_t* out
   if (n_leaves == 0) return;
   const size_t leaves_per_task = std::max<size_t>(1, kBytesPerTask / leaf_size);
   const size_t n_tasks = (n_leaves + leaves_per_task - 1) / leaves_per_task;
-  std::atomic<size_t> next{0};
-  auto worker = [&]() {
-    for (;;) {
-      const size_t task = next.fetch_add(1, std::memory_order_relaxed);
-      if (task >= n_tasks) return;
-      const size_t first = task * leaves_per_task;
-      const size_t last = std::min(n_leaves, first + leaves_per_task);
-      if (populate) populate_range(in + first * leaf_size, std::min(len, last * leaf_size) - first * leaf_size);
-      for (size_t i = first; i < last; ++i) {
-        const size_t off = i * leaf_size;
-        out[i] = hash64(in + off, std::min(leaf_size, len - off), loop);
-      }
+  parallel_tasks(n_tasks, resolve_threads(threads, len), [&](size_t task, int) {
+    const size_t first = task * leaves_per_task;
+    const size_t last = std::min(n_leaves, first + leaves_per_task);
+    if (populate) populate_range(in + first * leaf_size, std::min(len, last * leaf_size) - first * leaf_size);
+    for (size_t i = first; i < last; ++i) {
+      const size_t off = i * leaf_size;
+      out[i] = hash64(in + off, std::min(leaf_size, len - off), loop);
     }
-  };
-  run_workers(resolve_threads(threads, len), [&](int) { worker(); });
+  });
 }
 
 }  // namespace fastckpt::cpu

@@ -141,13 +141,7 @@ class ParityWriter {
         std::lock_guard<std::mutex> lock(inline_mu_);
         if (error_ == 0) write_run(&w, 1);
       }
-      if (owned) {
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          free_.push_back(rows);
-        }
-        released_.notify_one();
-      }
+      if (owned) release(&w, 1);
       return;
     }
     {
@@ -198,15 +192,20 @@ class ParityWriter {
         size_t j = i + 1;
         while (j < batch.size() && j - i < kMaxRun && batch[j].g0 == batch[j - 1].g0 + batch[j - 1].n_groups) ++j;
         if (error_ == 0) write_run(&batch[i], j - i);
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          for (size_t t = i; t < j; ++t)
-            if (batch[t].owned) free_.push_back(batch[t].rows);
-        }
-        released_.notify_all();
+        release(&batch[i], j - i);
         i = j;
       }
     }
+  }
+
+  // The buffers of these windows that came from acquire() go back to the pool.
+  void release(const Window* w, size_t count) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (size_t t = 0; t < count; ++t)
+        if (w[t].owned) free_.push_back(w[t].rows);
+    }
+    released_.notify_all();
   }
 
   void write_run(const Window* w, size_t count) {
@@ -407,21 +406,15 @@ void scan(const uint8_t* data, size_t len, const ScanJob& job, const gf::Kernels
     const bool has_extra = !job.leaf_spans.empty() || !job.crc_spans.empty();
     const size_t chunk = std::max(L, kChunkBytes / L * L);
     const size_t n_chunks = (len + chunk - 1) / chunk;
-    std::atomic<size_t> next{0};
-    auto worker = [&]() {
-      for (;;) {
-        const size_t c = next.fetch_add(1, std::memory_order_relaxed);
-        if (c >= n_chunks) return;
-        const size_t a = c * chunk, b = std::min(len, a + chunk);
-        if (job.populate) cpu::populate_range(data + a, b - a);
-        for (size_t off = a; off < b; off += L) {
-          const size_t end = std::min(off + L, len);
-          job.file_leaves[off / L] = cpu::hash64(data + off, end - off, job.hash_loop);
-          if (has_extra) ctx.range(off, end);
-        }
+    cpu::parallel_tasks(n_chunks, resolve_threads(job.threads, len, n_chunks), [&](size_t c, int) {
+      const size_t a = c * chunk, b = std::min(len, a + chunk);
+      if (job.populate) cpu::populate_range(data + a, b - a);
+      for (size_t off = a; off < b; off += L) {
+        const size_t end = std::min(off + L, len);
+        job.file_leaves[off / L] = cpu::hash64(data + off, end - off, job.hash_loop);
+        if (has_extra) ctx.range(off, end);
       }
-    };
-    cpu::run_workers(resolve_threads(job.threads, len, n_chunks), [&](int) { worker(); });
+    });
   }
   ctx.finish_crcs();
 }

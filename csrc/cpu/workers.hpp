@@ -1,6 +1,6 @@
 // The one way the CPU backend starts worker threads. Every parallel loop here hands out its tasks
-// from a shared counter, so any number of workers finishes the work; that makes two failure modes
-// survivable instead of fatal:
+// from a shared counter (parallel_tasks, or run_workers for loops with per-worker state), so any
+// number of workers finishes the work; that makes two failure modes survivable instead of fatal:
 //  - a thread that cannot be started (EAGAIN under a process limit or a container's pids.max, which
 //    a many-core machine reaches quickly when every rank starts a thread per core) is skipped: the
 //    workers already running share its tasks, down to the calling thread alone;
@@ -11,6 +11,8 @@
 // instantiate shared templates: the linker could keep their wide-instruction copy).
 #pragma once
 
+#include <atomic>
+#include <cstddef>
 #include <exception>
 #include <mutex>
 #include <system_error>
@@ -47,6 +49,20 @@ int run_workers(int n, const F& worker) {
   for (auto& t : pool) t.join();
   if (first) std::rethrow_exception(first);
   return static_cast<int>(pool.size()) + 1;
+}
+
+// Runs task(t, w) for every t in [0, n_tasks) on up to `threads` workers (w: the worker's index)
+// that take tasks from a shared counter: the loop every pool here needs.
+template <class F>
+void parallel_tasks(size_t n_tasks, int threads, const F& task) {
+  std::atomic<size_t> next{0};
+  run_workers(threads, [&](int w) {
+    for (;;) {
+      const size_t t = next.fetch_add(1, std::memory_order_relaxed);
+      if (t >= n_tasks) return;
+      task(t, w);
+    }
+  });
 }
 
 }  // namespace fastckpt::cpu
