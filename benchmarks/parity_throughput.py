@@ -81,7 +81,7 @@ def _three_pass_protect(path: str, redundancy: float) -> None:
     from fastckpt._layout import read_layout
     from fastckpt.digest import digest_from_leaves
     from fastckpt.parity import protect_file as parity_pass
-    from fastckpt.protect import _manifest  # the same manifest code as protect
+    from fastckpt.protect import manifest_of, tensor_entries_from_leaves  # the same manifest code as protect
     from fastckpt.sidecar_parity import write_sidecar_with_parity
 
     layout = read_layout(path, check_crc=True)
@@ -92,7 +92,8 @@ def _three_pass_protect(path: str, redundancy: float) -> None:
         view = memoryview(mm)
         leaves = [_native.leaf_digests(view[t.offset : t.offset + t.nbytes], L, 0) for t in spans]
         view.release()
-    m = _manifest(path, layout, d.nbytes, L, d.value, d.leaf_bytes, spans, leaves)
+    tensors = tensor_entries_from_leaves(spans, leaves, L)
+    m = manifest_of(path, layout, d.nbytes, L, d.value, d.leaf_bytes, tensors)
     write_sidecar_with_parity(path + ".3pass.fastckpt", m, parity=pf.parity, params=pf.params)
 
 

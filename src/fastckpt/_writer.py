@@ -35,7 +35,6 @@ from .digest import DEFAULT_LEAF_SIZE, check_leaf_size, digest_from_leaves
 from .errors import InputError
 from .sidecar import (
     FileManifest,
-    SegmentEntry,
     TensorEntry,
     encode_sidecar,
     fsync_dir,
@@ -576,21 +575,11 @@ def build_manifest(
         )
     if layout is None:
         layout = read_layout(path, check_crc=False)
+    from .protect import manifest_of
+
     tensors, reread = tensor_entries(path, hasher, list(layout.tensors), threads=threads)
-    segments = [SegmentEntry(s.offset, s.length, s.kind, s.name) for s in layout.segments]
-    if not segments and size:
-        segments = [SegmentEntry(0, size, "other", None)]
-    manifest = FileManifest(
-        file_size=size,
-        leaf_size=hasher.leaf_size,
-        file_digest=digest_from_leaves(leaf_bytes, hasher.leaf_size, size).value,
-        leaf_bytes=leaf_bytes,
-        format=layout.format,
-        name=os.path.basename(final_name),
-        unsafe=sorted(set(layout.unsafe_globals)),
-        tensors=tensors,
-        segments=segments,
-    )
+    file_digest = digest_from_leaves(leaf_bytes, hasher.leaf_size, size).value
+    manifest = manifest_of(final_name, layout, size, hasher.leaf_size, file_digest, leaf_bytes, tensors)
     return SealedManifest(manifest, layout, reread)
 
 

@@ -246,9 +246,8 @@ def _build(
     out_fd, out_offset = -1, 0
     if sink is not None and redundancy > 0:
         params = ParityParams.from_redundancy(redundancy, n_leaves_of(size, leaf_size))
-        shape = _manifest(
-            path, layout, size, leaf_size, 0, bytes(8 * n_leaves_of(size, leaf_size)), spans, None
-        )
+        zeros = bytes(8 * n_leaves_of(size, leaf_size))
+        shape = manifest_of(path, layout, size, leaf_size, 0, zeros, _stand_in_tensors(spans))
         out_fd, out_offset = sink.fd, sink.bulk_start(shape, params)
     what = "protect" if redundancy > 0 else "digest"
     with Progress(f"{what} {path}", size, enabled=progress and size >= PROGRESS_MIN_BYTES) as bar:
@@ -273,39 +272,23 @@ def _build(
         # Damage: let the reader describe it (its problems are what protect reports and refuses on).
         layout = read_layout(path, check_crc=True)
     d = digest_from_leaves(sc.leaf_bytes, leaf_size, sc.size)
-    manifest = _manifest(path, layout, d.nbytes, leaf_size, d.value, d.leaf_bytes, spans, sc.span_leaves)
+    tensors = tensor_entries_from_leaves(spans, sc.span_leaves, leaf_size)
+    manifest = manifest_of(path, layout, d.nbytes, leaf_size, d.value, d.leaf_bytes, tensors)
     # Streamed parity is not held in memory: the sink needs only its leaf digests.
     return manifest, layout, sc.params, sc.parity_leaf_bytes if out_fd >= 0 else sc.parity
 
 
-def _manifest(
+def manifest_of(
     path: str,
     layout: Any,
     size: int,
     leaf_size: int,
     file_digest: int,
     leaf_bytes: bytes,
-    spans: list[Any],
-    span_leaves: list[bytes] | None,
+    tensors: list[TensorEntry],
 ) -> FileManifest:
-    """The manifest; with span_leaves None every tensor digest is 0 (a stand-in of the final shape)."""
-    if span_leaves is None:
-        tensors = [
-            TensorEntry(
-                t.key,
-                t.dtype,
-                tuple(int(d) for d in t.shape),
-                t.offset,
-                t.nbytes,
-                t.itemsize,
-                t.storage,
-                0,
-                0,
-            )
-            for t in spans
-        ]
-    else:
-        tensors = tensor_entries_from_leaves(spans, span_leaves, leaf_size)
+    """The manifest of the file named like `path`, described by the reader's `layout` (also used by
+    the hashing writer, _writer.build_manifest)."""
     segments = [SegmentEntry(s.offset, s.length, s.kind, s.name) for s in layout.segments]
     if not segments and size:
         segments = [SegmentEntry(0, size, "other", None)]
@@ -320,6 +303,14 @@ def _manifest(
         tensors=tensors,
         segments=segments,
     )
+
+
+def _stand_in_tensors(spans: list[Any]) -> list[TensorEntry]:
+    """The TENSORS entries with every digest 0: the final manifest's shape before the pass."""
+    return [
+        TensorEntry(t.key, t.dtype, tuple(int(d) for d in t.shape), t.offset, t.nbytes, t.itemsize, t.storage, 0, 0)
+        for t in spans
+    ]
 
 
 def protect_file(
