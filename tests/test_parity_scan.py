@@ -304,6 +304,55 @@ def test_scan_file_streams_parity(tmp_path, size: int, leaf: int, offset: int, p
     assert sc.leaf_bytes == ref_leaves(data, leaf)
 
 
+def _streamed(tmp_path, name: str, data_path, leaf: int, pct: float) -> tuple[bytes, object]:
+    out = tmp_path / name
+    fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        sc = scan_file(data_path, leaf_size=leaf, redundancy=pct, out_fd=fd, threads=2)
+    finally:
+        os.close(fd)
+    return out.read_bytes(), sc
+
+
+def test_scan_file_reuses_window_memory_across_scans(tmp_path) -> None:
+    """The writer's window buffers outlive a scan (one arena is kept for the next): scans that need a
+    larger, a smaller and then a larger arena again, one after another and from two threads at once,
+    each write exactly the reference parity (stale bytes of an earlier scan must never leak in)."""
+    import threading
+
+    size = 9 * 65536 * 16 + 4097  # over the writer thread's 8 MiB threshold at 5 %
+    paths = []
+    for seed in (31, 32):
+        path = tmp_path / f"d{seed}.bin"
+        path.write_bytes(random_bytes(size, seed))
+        paths.append(path)
+    runs = [(paths[0], 65536, 25), (paths[1], 65536, 5), (paths[0], 16384, 5), (paths[1], 65536, 40)]
+
+    def check(i: int, run: tuple) -> None:
+        path, leaf, pct = run
+        got, sc = _streamed(tmp_path, f"out{i}", path, leaf, pct)
+        assert sc.params is not None
+        want = ref.encode(path.read_bytes(), leaf, sc.params.k, sc.params.m, sc.params.groups)
+        assert got == want, f"run {i} {run[1:]}: streamed parity differs from the reference"
+
+    for i, run in enumerate(runs):
+        check(i, run)
+    errors: list[BaseException] = []
+
+    def worker(i: int, run: tuple) -> None:
+        try:
+            check(10 + i, run)
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i, run)) for i, run in enumerate(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
 def test_scan_file_stream_errors(tmp_path) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(random_bytes(40 * 4096 + 5, 21))

@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -80,6 +81,71 @@ struct CrcPiece {
   uint32_t crc;
 };
 
+// The memory behind the parity writer's window buffers, kept for the next scan of the process: a
+// training job that protects checkpoint after checkpoint (the save hook) reuses the same pages
+// instead of faulting in and zeroing fresh ones every time, which on VMs that hand freed memory back
+// to the host costs more than the windows' encode. One arena is kept, at most kMaxCachedBytes; a
+// scan that finds it taken (another thread's scan) allocates its own.
+class WindowArena {
+ public:
+  static constexpr size_t kHugePage = size_t{2} << 20;
+  static constexpr size_t kMaxCachedBytes = size_t{64} << 20;
+
+  WindowArena() = default;
+  WindowArena(const WindowArena&) = delete;
+  WindowArena& operator=(const WindowArena&) = delete;
+  ~WindowArena() { give_back(); }
+
+  // At least nbytes, 2 MiB aligned (so that the kernel may back it with huge pages).
+  uint8_t* take(size_t nbytes) {
+    give_back();
+    {
+      std::lock_guard<std::mutex> lock(cache_mu());
+      if (cached().base != nullptr && cached().bytes >= nbytes) {
+        held_ = cached();
+        cached() = Block{};
+        return held_.base;
+      }
+    }
+    const size_t bytes = (nbytes + kHugePage - 1) / kHugePage * kHugePage;
+    void* p = nullptr;
+    if (::posix_memalign(&p, kHugePage, bytes) != 0) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    ::madvise(p, bytes, MADV_HUGEPAGE);  // advice only: 4 KiB pages work as well, a little slower
+#endif
+    held_ = Block{static_cast<uint8_t*>(p), bytes};
+    return held_.base;
+  }
+
+ private:
+  struct Block {
+    uint8_t* base = nullptr;
+    size_t bytes = 0;
+  };
+  static std::mutex& cache_mu() {
+    static std::mutex mu;
+    return mu;
+  }
+  static Block& cached() {
+    static Block block;
+    return block;
+  }
+
+  // The held block becomes the cached one when it is larger (and not too large); the other is freed.
+  void give_back() {
+    if (held_.base == nullptr) return;
+    Block drop = held_;
+    held_ = Block{};
+    if (drop.bytes <= kMaxCachedBytes) {
+      std::lock_guard<std::mutex> lock(cache_mu());
+      if (cached().bytes < drop.bytes) std::swap(cached(), drop);
+    }
+    std::free(drop.base);
+  }
+
+  Block held_;
+};
+
 // Writes finished parity windows to the sidecar's temp file on a thread of its own, so that copying
 // them into the page cache and starting their write-back (sync_file_range) happen while the pass goes
 // on, and the workers never wait on the file (unless it falls behind by more than its buffers). The
@@ -112,7 +178,6 @@ class ParityWriter {
     }
     queued_.notify_all();
     if (thread_.joinable()) thread_.join();
-    for (uint8_t* b : all_) std::free(b);
   }
 
   // A buffer of nbytes for a worker's next window: a free one, a new one while there are fewer than
@@ -121,11 +186,12 @@ class ParityWriter {
     std::unique_lock<std::mutex> lock(mu_);
     if (nbytes_ == 0) nbytes_ = nbytes;
     if (nbytes != nbytes_) throw std::logic_error("parity writer: windows of different sizes");
-    if (free_.empty() && all_.size() < max_buffers_) {
-      void* p = nullptr;
-      if (::posix_memalign(&p, kPageAlign, nbytes) != 0) throw std::bad_alloc();
-      all_.push_back(static_cast<uint8_t*>(p));
-      return static_cast<uint8_t*>(p);
+    if (free_.empty() && handed_out_ < max_buffers_) {
+      // Buffers are carved from one arena at page-aligned strides (whole pages copy into the page
+      // cache fastest).
+      const size_t stride = (nbytes + kPageAlign - 1) / kPageAlign * kPageAlign;
+      if (arena_base_ == nullptr) arena_base_ = arena_.take(stride * max_buffers_);
+      return arena_base_ + stride * handed_out_++;
     }
     released_.wait(lock, [this] { return !free_.empty(); });
     uint8_t* b = free_.back();
@@ -264,7 +330,10 @@ class ParityWriter {
   std::mutex mu_;
   std::condition_variable queued_, released_;
   std::deque<Window> queue_;
-  std::vector<uint8_t*> free_, all_;
+  std::vector<uint8_t*> free_;
+  WindowArena arena_;
+  uint8_t* arena_base_ = nullptr;
+  size_t handed_out_ = 0;
   bool stop_ = false;
   std::mutex inline_mu_;  // serializes the workers' own writes when there is no writer thread
   // Written by the writer thread (or under inline_mu_), read after the thread is joined (or after
