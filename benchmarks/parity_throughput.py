@@ -72,7 +72,7 @@ def warm_buffer(nbytes: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8)
 
 
-def _three_pass_protect(path: str, redundancy: float) -> None:
+def _three_pass_protect(path: str, redundancy: float, threads: int = 0) -> None:
     """What `protect` did before the fused pass, for an A/B in the same run: a CRC-32 pass over the
     zip records (read_layout(check_crc=True)), the fused hash+parity pass (rs_protect_file), a third
     pass re-hashing every tensor's bytes, then the sidecar written and fsynced after the passes."""
@@ -85,26 +85,31 @@ def _three_pass_protect(path: str, redundancy: float) -> None:
     from fastckpt.sidecar_parity import write_sidecar_with_parity
 
     layout = read_layout(path, check_crc=True)
-    pf = parity_pass(path, redundancy=redundancy)
+    pf = parity_pass(path, redundancy=redundancy, threads=threads)
     d = digest_from_leaves(pf.leaf_bytes, L, pf.size)
     spans = list(layout.tensors)
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         view = memoryview(mm)
-        leaves = [_native.leaf_digests(view[t.offset : t.offset + t.nbytes], L, 0) for t in spans]
+        leaves = [_native.leaf_digests(view[t.offset : t.offset + t.nbytes], L, threads) for t in spans]
         view.release()
     tensors = tensor_entries_from_leaves(spans, leaves, L)
     m = manifest_of(path, layout, d.nbytes, L, d.value, d.leaf_bytes, tensors)
     write_sidecar_with_parity(path + ".3pass.fastckpt", m, parity=pf.parity, params=pf.params)
 
 
-def protect_commands(folder: str, gib: float, runs: int, rep: Report) -> None:
+def protect_commands(folder: str, gib: float, runs: int, rep: Report, threads: int = 0) -> None:
     """`fastckpt hash`, `protect --redundancy 0` and `protect` (5%), run in this process through the
     CLI (everything the command does minus interpreter start-up), on a hot torch.save file and a hot
     opaque file; rounds interleave the commands so that load from other processes hits them alike,
     each command runs once unmeasured right before its measured run, and ratios are medians of
     per-round ratios. `protect` is measured twice: replacing the sidecar of the previous run (what
     re-protecting costs: the old sidecar's blocks are freed inside the rename) and as a first
-    protect (the old sidecar removed, untimed, before the measured run)."""
+    protect (the old sidecar removed, untimed, before the measured run).
+
+    `threads` > 0 passes `--threads N` to both commands (and the same thread count to the three-pass
+    stand-in): with N below the CPU count, protect's parity writer (a thread of its own) and the
+    kernel's write-back have a core to themselves, which shows what the parity costs when the hash
+    does not already keep every core busy."""
     import contextlib
     import io
 
@@ -118,15 +123,16 @@ def protect_commands(folder: str, gib: float, runs: int, rep: Report) -> None:
         "torch": torch_file(os.path.join(folder, "bench.pt"), nbytes),
         "opaque": hot_file(os.path.join(folder, "bench.bin"), nbytes),
     }
+    th = ["--threads", str(threads)] if threads > 0 else []
     for kind, path in files.items():
         cmds: dict[str, Callable[[], object]] = {
             # Text output: `hash --json` would also encode every leaf digest (32768 for 2 GiB, ~15 ms),
             # which is not hashing and would flatter the ratios.
-            "hash": lambda p=path: cli(["hash", p, "-q"]),
-            "protect0": lambda p=path: cli(["protect", p, "-q", "--redundancy", "0", "--force"]),
-            "protect5": lambda p=path: cli(["protect", p, "-q", "--force"]),
-            "protect5_first": lambda p=path: cli(["protect", p, "-q", "--force"]),
-            "three_pass": lambda p=path: _three_pass_protect(p, 5.0),
+            "hash": lambda p=path: cli(["hash", p, "-q", *th]),
+            "protect0": lambda p=path: cli(["protect", p, "-q", "--redundancy", "0", "--force", *th]),
+            "protect5": lambda p=path: cli(["protect", p, "-q", "--force", *th]),
+            "protect5_first": lambda p=path: cli(["protect", p, "-q", "--force", *th]),
+            "three_pass": lambda p=path: _three_pass_protect(p, 5.0, threads),
         }
         # Run right before the measured run of these commands (untimed).
         before: dict[str, Callable[[], object]] = {
@@ -169,7 +175,8 @@ def protect_commands(folder: str, gib: float, runs: int, rep: Report) -> None:
                 os.unlink(path + extra)
         size = os.path.getsize(path)
         print(
-            f"\n`fastckpt` commands on a hot {size / 2**30:.2f} GiB {kind} file, median of {runs} rounds "
+            f"\n`fastckpt` commands on a hot {size / 2**30:.2f} GiB {kind} file, median of {runs} rounds, "
+            f"{f'--threads {threads}' if threads > 0 else 'all cores'} "
             f"(load average {load0:.1f} -> {os.getloadavg()[0]:.1f})"
         )
         names = {
@@ -239,7 +246,7 @@ def disk_write_floor(folder: str, nbytes: int, runs: int) -> float:
 def protect_commands_in(args: argparse.Namespace, rep: Report) -> None:
     """protect_commands in --dir; its hot files are removed afterwards unless --keep."""
     try:
-        protect_commands(args.dir, args.commands_gib, args.command_runs, rep)
+        protect_commands(args.dir, args.commands_gib, args.command_runs, rep, args.command_threads)
     finally:
         if not args.keep:
             for name in ("bench.pt", "bench.bin"):
@@ -266,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
         help="hot torch/opaque file size for the whole-command protect vs hash rounds; 0 skips",
     )
     ap.add_argument("--command-runs", type=int, default=5, help="rounds of the command comparison")
+    ap.add_argument(
+        "--command-threads",
+        type=int,
+        default=0,
+        help="--threads for both commands of the comparison (default 0: all cores); 1 on a 2-CPU machine "
+        "leaves protect's parity writer a core of its own",
+    )
     ap.add_argument("--commands-only", action="store_true", help="only the whole-command comparison")
     ap.add_argument("--keep", action="store_true", help="keep the command comparison's hot files in --dir")
     ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
