@@ -248,7 +248,8 @@ def _build(
         params = ParityParams.from_redundancy(redundancy, n_leaves_of(size, leaf_size))
         zeros = bytes(8 * n_leaves_of(size, leaf_size))
         shape = manifest_of(path, layout, size, leaf_size, 0, zeros, _stand_in_tensors(spans))
-        out_fd, out_offset = sink.fd, sink.bulk_start(shape, params)
+        out_offset = sink.bulk_start(shape, params)
+        out_fd = sink.parity_fd(params.parity_nbytes(leaf_size), leaf_size)
     what = "protect" if redundancy > 0 else "digest"
     with Progress(f"{what} {path}", size, enabled=progress and size >= PROGRESS_MIN_BYTES) as bar:
         try:

@@ -307,6 +307,7 @@ class StreamedSidecar:
         self.tmp = temp_path_beside(self.path)
         self.fd: int | None = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self.start: int | None = None
+        self._direct_fd: int | None = None
 
     def __enter__(self) -> StreamedSidecar:
         return self
@@ -323,10 +324,46 @@ class StreamedSidecar:
         self.start = len(_container_parts(base, b"", bulk_len=n)[0])
         return self.start
 
+    def parity_fd(self, parity_nbytes: int, leaf_size: int) -> int:
+        """The descriptor the pass should write the parity through (after bulk_start): one opened
+        with O_DIRECT where the file system takes it, else the temp file's own.
+
+        Parity is written once and read back only to be checked or to repair, so it bypasses the
+        page cache: copying ~5 % of the file into fresh cache pages cost protect more CPU than the
+        encode (measured in docs/PERFORMANCE.md), and would evict data that is read. Direct I/O
+        needs page-aligned offsets and lengths: the bulk area starts on a 4 KiB boundary (FORMAT.md
+        2.2), every parity write is whole parity leaves, so leaves must be 4 KiB multiples; below
+        DIRECT_MIN_BYTES of parity the page cache is cheaper than the syscalls saved. A file system
+        that refuses (tmpfs on older kernels, some FUSE mounts) is found by one probe write here,
+        not mid-pass."""
+        assert self.fd is not None and self.start is not None, "parity_fd() needs bulk_start() first"
+        if self._direct_fd is not None:
+            return self._direct_fd
+        if parity_nbytes < DIRECT_MIN_BYTES or leaf_size % DIRECT_ALIGN or self.start % DIRECT_ALIGN:
+            return self.fd
+        fd = _open_direct(self.tmp, os.O_WRONLY)
+        if fd is None:
+            return self.fd
+        try:
+            # Probe: one aligned block where the parity's first leaf goes (the pass overwrites it).
+            if os.pwrite(fd, _aligned_zeros(), self.start) != DIRECT_ALIGN:
+                raise OSError("short direct write")
+        except OSError:
+            os.close(fd)
+            return self.fd
+        self._direct_fd = fd
+        return fd
+
+    def _close_direct(self) -> None:
+        if self._direct_fd is not None:
+            os.close(self._direct_fd)
+            self._direct_fd = None
+
     def finish(self, manifest: FileManifest, params: ParityParams, parity_leaf_bytes: bytes) -> None:
         """Completes the sidecar, whose parity bytes the pass already wrote at bulk_start;
         `parity_leaf_bytes` are their leaf digests (ScannedFile.parity_leaf_bytes)."""
         assert self.fd is not None, "finish() after abort()"
+        self._close_direct()  # direct writes are complete when they return; the fsync below covers metadata
         L = manifest.leaf_size
         params.check(n_leaves_of(manifest.file_size, L))
         n = params.parity_nbytes(L)
@@ -357,11 +394,79 @@ class StreamedSidecar:
 
     def abort(self) -> None:
         """Closes and removes the temp file (nothing happens after finish())."""
+        self._close_direct()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp)
+
+
+# Parity moves through direct I/O (no page cache) only in whole 4 KiB blocks, and only from this much
+# parity up (for less the page cache costs nothing worth saving).
+DIRECT_ALIGN = 4096
+DIRECT_MIN_BYTES = 8 << 20
+# Direct reads go through one page-aligned buffer of this size, kept for the process.
+_DIRECT_CHUNK = 4 << 20
+_direct_buffer: mmap.mmap | None = None
+
+
+def _open_direct(path: str, flags: int) -> int | None:
+    """`path` opened with O_DIRECT, or None where the platform or file system has no direct I/O."""
+    direct = getattr(os, "O_DIRECT", 0)
+    if not direct:
+        return None
+    try:
+        return os.open(path, flags | direct | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _aligned_zeros() -> mmap.mmap:
+    buf = mmap.mmap(-1, DIRECT_ALIGN)  # anonymous mappings are page-aligned and zero-filled
+    return buf
+
+
+def _parity_digests_direct(path: str, start: int, length: int, leaf_size: int, threads: int) -> bytes | None:
+    """The leaf digests of sidecar bytes [start, start + length), read with direct I/O into one
+    reused buffer (the parity is not in the page cache after a direct write, and reading it through
+    the cache would fill ~5 % of the checkpoint's size with fresh pages just to hash them once).
+    None when direct reads cannot be used here (unaligned, too small, unsupported, or the file
+    ends early): the caller then maps the file."""
+    global _direct_buffer
+    if length < DIRECT_MIN_BYTES or start % DIRECT_ALIGN or leaf_size % DIRECT_ALIGN or length % leaf_size:
+        return None
+    fd = _open_direct(path, os.O_RDONLY)
+    if fd is None:
+        return None
+    try:
+        if os.fstat(fd).st_size < start + length:
+            return None
+        if _direct_buffer is None:
+            _direct_buffer = mmap.mmap(-1, _DIRECT_CHUNK)
+        buf = _direct_buffer
+        chunk = _DIRECT_CHUNK - _DIRECT_CHUNK % leaf_size
+        view = memoryview(buf)
+        parts = []
+        try:
+            done = 0
+            while done < length:
+                want = min(chunk, length - done)
+                got = 0
+                while got < want:
+                    n = os.preadv(fd, [view[got:want]], start + done + got)
+                    if n <= 0:
+                        return None
+                    got += n
+                parts.append(_native.leaf_digests(view[:want], leaf_size, threads))
+                done += want
+        finally:
+            view.release()
+        return b"".join(parts)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _pread_exact(fd: int, n: int, offset: int) -> bytes:
@@ -448,16 +553,26 @@ def _populate(mm: mmap.mmap, start: int, length: int) -> None:
         mm.madvise(_MADV_POPULATE_READ, lo, start + length - lo)
 
 
+def _is_url(path: str) -> bool:
+    from ._url import is_url
+
+    return is_url(path)
+
+
+def _mismatched_leaves(actual: bytes, expected: bytes) -> list[int]:
+    """Indices of the packed u64 leaf digests that differ (both hold the same number)."""
+    if actual == expected:
+        return []
+    qa, qe = memoryview(actual).cast("Q"), memoryview(expected).cast("Q")
+    return [i for i in range(len(qe)) if qa[i] != qe[i]]
+
+
 def _checked_parity(
     sec: ParitySection, data: bytes | memoryview, avail: int, keep: Any, threads: int
 ) -> LoadedParity:
     L = sec.leaf_size
     actual = _native.leaf_digests(data, L, threads) if sec.parity_length else b""
-    expected = sec.leaf_bytes
-    damaged: list[int] = []
-    if actual != expected:
-        qa, qe = memoryview(actual).cast("Q"), memoryview(expected).cast("Q")
-        damaged = [i for i in range(len(qe)) if qa[i] != qe[i]]
+    damaged = _mismatched_leaves(actual, sec.leaf_bytes)
     whole = avail // L  # leaves wholly present
     damaged = sorted(set(damaged) | set(range(whole, sec.parity_leaves)))
     return LoadedParity(sec, data, damaged, keep)
@@ -503,8 +618,16 @@ def parity_problems(sc: Any, *, threads: int = 0) -> list[str]:
         return [f"parity is unusable: {e.expected}"]
     if sec is None:
         return []
-    with load_parity(sc.path, sc.bulk_offset, sec, threads=threads) as loaded:
-        bad = loaded.damaged
+    bad = None
+    if not _is_url(sc.path):
+        actual = _parity_digests_direct(
+            sc.path, sc.bulk_offset + sec.parity_offset, sec.parity_length, sec.leaf_size, threads
+        )
+        if actual is not None:
+            bad = _mismatched_leaves(actual, sec.leaf_bytes)
+    if bad is None:
+        with load_parity(sc.path, sc.bulk_offset, sec, threads=threads) as loaded:
+            bad = loaded.damaged
     if not bad:
         return []
     return [f"{len(bad)} of {sec.parity_leaves} parity leaves are damaged (first: parity leaf {bad[0]})"]
