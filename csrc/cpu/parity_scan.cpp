@@ -157,8 +157,16 @@ class ParityWriter {
  public:
   // Small parity, or no thread to be had (a process or pids limit): each worker writes its own
   // windows, one worker at a time.
+  //
+  // Up to 2 * workers + 20 window buffers: a direct write returns only when the device has the data,
+  // and the batch being written holds its buffers until then, so with few buffers the workers waited
+  // for them (2 GiB, 2 workers: 0.140-0.154 s with 8 buffers, 0.127-0.136 s with 24). Buffers are
+  // carved from the arena only when none is free, so the pages of unused ones are never touched.
   ParityWriter(int fd, uint64_t out_offset, const gf::Code& code, int workers)
-      : fd_(fd), out_offset_(out_offset), code_(code), max_buffers_(static_cast<size_t>(std::max(1, workers)) + 6) {
+      : fd_(fd),
+        out_offset_(out_offset),
+        code_(code),
+        max_buffers_(2 * static_cast<size_t>(std::max(1, workers)) + 20) {
     const uint64_t parity_bytes = static_cast<uint64_t>(code.m) * code.groups * code.leaf_size;
     if (parity_bytes >= kMinBytesForThread) {
       try {
