@@ -230,3 +230,59 @@ def test_verify_raises_what_the_parity_check_raised(tmp_path, monkeypatch, capsy
     assert main(["verify", p]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "injected" in err[0] and "123" in err[0], err
+
+
+def test_repair_with_parity_checked_on_its_thread(tmp_path, spy) -> None:
+    """Repair checks the parity on a thread while it hashes the file: a damaged data leaf and a
+    damaged parity leaf are both found, the file comes back byte for byte, the sidecar is restored."""
+    import hashlib
+
+    import fastckpt.protect as pr
+    from fastckpt.repair import repair_file
+    from fastckpt.verify import verify_with_sidecar
+
+    p = _opaque(tmp_path, 3 * (1 << 20) + 77)
+    with open(p, "rb") as f:
+        want = hashlib.sha256(f.read()).hexdigest()
+    pr.protect_file(p, redundancy=10)
+    spath = p + ".fastckpt"
+    off, n = _parity_leaf_offset(spath, 1)
+    with open(spath, "r+b") as f:
+        f.seek(off + 9)
+        b = f.read(1)
+        f.seek(off + 9)
+        f.write(bytes([b[0] ^ 1]))
+    with open(p, "r+b") as f:
+        f.seek(5 * 65536 + 100)
+        b = f.read(1)
+        f.seek(5 * 65536 + 100)
+        f.write(bytes([b[0] ^ 0x80]))
+    rep = repair_file(p, backup=False)
+    assert rep["ok"] and rep["repaired"] and rep["sidecar_restored"], rep
+    assert rep["sidecar_damaged"] is True and "1 damaged parity leaves" in rep["sidecar_problems"]
+    assert rep["parity"]["damaged_leaves"] == 1 and rep["rebuilt_from_parity"] == 1
+    with open(p, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == want
+    after = verify_with_sidecar(p, spath)
+    assert after["ok"] and not after["sidecar_damaged"], after
+    assert n > 1
+
+
+def test_repair_raises_what_the_parity_load_raised(tmp_path, monkeypatch, capsys) -> None:
+    import fastckpt.protect as pr
+    import fastckpt.repair as repair
+    from fastckpt.cli import main
+
+    p = _opaque(tmp_path)
+    pr.protect_file(p, redundancy=5)
+    with open(p, "r+b") as f:
+        f.write(b"\xff\xfe")
+
+    def broken(path, bulk_offset, sec, *, threads: int = 0):  # type: ignore[no-untyped-def]
+        raise InputError(path, 4096, "readable parity (injected)")
+
+    monkeypatch.setattr(repair, "load_parity", broken)
+    assert main(["repair", p]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "injected" in err[0] and "4096" in err[0], err
+    assert sorted(os.listdir(tmp_path)) == ["m.bin", "m.bin.fastckpt"]

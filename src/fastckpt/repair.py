@@ -65,7 +65,14 @@ from .sidecar import (
     read_sidecar,
     sidecar_path_for,
 )
-from .sidecar_parity import LoadedParity, ParitySection, load_parity, parity_section_of, rebuild_parity_leaves
+from .sidecar_parity import (
+    LoadedParity,
+    ParitySection,
+    in_background,
+    load_parity,
+    parity_section_of,
+    rebuild_parity_leaves,
+)
 from .verify import _SpanIndex, damaged_leaves, describe_region, merge_runs
 
 BACKUP_SUFFIX = ".damaged"
@@ -202,20 +209,37 @@ class SidecarState:
     bulk_offset: int
     recovered: bool = False  # both copies were damaged; the manifest was spliced from them
     parity_section: ParitySection | None = None
-    parity: LoadedParity | None = None
+    parity: LoadedParity | None = None  # use loaded_parity(): it may still be loading
     warnings: list[str] = field(default_factory=list)
+    parity_load: Any = field(default=None, repr=False)  # sidecar_parity.Pending of load_parity
+
+    def loaded_parity(self) -> LoadedParity | None:
+        """The parity with its leaves checked, once the load that load_sidecar_state started on a
+        thread (it reads the parity from the disk while the file is hashed) has finished; a damaged
+        parity leaf is then also one of `problems`."""
+        pending, self.parity_load = self.parity_load, None
+        if pending is not None:
+            self.parity = pending.result()
+            if self.parity is not None and self.parity.damaged:
+                self.problems.append(f"{len(self.parity.damaged)} damaged parity leaves")
+        return self.parity
 
     @property
     def parity_damaged(self) -> list[int]:
-        return self.parity.damaged if self.parity is not None else []
+        parity = self.loaded_parity()
+        return parity.damaged if parity is not None else []
 
     @property
     def needs_restore(self) -> bool:
         return self.damaged or bool(self.parity_damaged)
 
     def close(self) -> None:
-        if self.parity is not None:
-            self.parity.close()
+        try:
+            parity = self.loaded_parity()
+        except Exception:  # the load failed: nothing to release, and the caller's own error stands
+            return
+        if parity is not None:
+            parity.close()
 
 
 def load_sidecar_state(spath: str, *, expect_kind: int = KIND_FILE, threads: int = 0) -> SidecarState:
@@ -260,9 +284,9 @@ def load_sidecar_state(spath: str, *, expect_kind: int = KIND_FILE, threads: int
         except InputError as e:
             state.warnings.append(f"{spath}: parity is unusable ({e.expected}); repairing without it")
         if state.parity_section is not None:
-            state.parity = load_parity(spath, state.bulk_offset, state.parity_section, threads=threads)
-            if state.parity.damaged:
-                state.problems.append(f"{len(state.parity.damaged)} damaged parity leaves")
+            state.parity_load = in_background(
+                load_parity, spath, state.bulk_offset, state.parity_section, threads=1
+            )
     return state
 
 
@@ -627,14 +651,15 @@ def _restore_sidecar(state: SidecarState, data_path: str, threads: int) -> None:
     from .sidecar_parity import _container_parts
 
     manifest = state.manifest
-    if state.parity is None or not isinstance(manifest, FileManifest):
+    parity = state.loaded_parity()
+    if parity is None or not isinstance(manifest, FileManifest):
         new = encode_sidecar(manifest)
         state.close()
         atomic_write(state.path, new)
         return
-    sec = state.parity.section
-    bulk: Any = state.parity.data  # written straight from the old sidecar's mapping when intact
-    if state.parity.damaged:
+    sec = parity.section
+    bulk: Any = parity.data  # written straight from the old sidecar's mapping when intact
+    if parity.damaged:
         with open(data_path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             with (
@@ -642,9 +667,7 @@ def _restore_sidecar(state: SidecarState, data_path: str, threads: int) -> None:
                 if size
                 else contextlib.nullcontext(b"") as mm
             ):
-                fixed = rebuild_parity_leaves(
-                    mm, manifest.file_size, sec, state.parity.damaged, threads=threads
-                )
+                fixed = rebuild_parity_leaves(mm, manifest.file_size, sec, parity.damaged, threads=threads)
         L = sec.leaf_size
         bulk = bytearray(bulk)
         for j, leaf in fixed.items():
@@ -790,25 +813,13 @@ def _repair_one(
         raise InputError(state.path, None, "expected a file sidecar, found a directory manifest")
     L, size = m.leaf_size, m.file_size
     report = _base_report(path, dry_run)
+    # sidecar_damaged and sidecar_problems are filled in after the hash: the parity is checked on a
+    # thread meanwhile (load_sidecar_state), and its damaged leaves count.
     report.update(
-        sidecar=state.path,
-        format=m.format,
-        expected_size=size,
-        sidecar_damaged=state.needs_restore,
-        sidecar_problems=list(state.problems),
+        sidecar=state.path, format=m.format, expected_size=size, sidecar_damaged=None, sidecar_problems=[]
     )
     report["warnings"] += state.warnings
     params = state.parity_section.params if state.parity_section is not None else None
-    bad_parity = state.parity_damaged
-    if params is not None:
-        report["parity"] = {
-            "k": params.k,
-            "m": params.m,
-            "groups": params.groups,
-            "leaf_size": L,
-            "bytes": params.parity_nbytes(L),
-            "damaged_leaves": len(bad_parity),
-        }
     timings: dict[str, float] = {}
     report["timings"] = timings
     t0 = time.perf_counter()
@@ -827,6 +838,18 @@ def _repair_one(
     report["appended"] = max(0, actual - size)
     timings["hash"] = time.perf_counter() - t0
     report["damaged"] = _regions(bad, m, size)
+    bad_parity = state.parity_damaged
+    report["sidecar_damaged"] = state.needs_restore
+    report["sidecar_problems"] = list(state.problems)
+    if params is not None:
+        report["parity"] = {
+            "k": params.k,
+            "m": params.m,
+            "groups": params.groups,
+            "leaf_size": L,
+            "bytes": params.parity_nbytes(L),
+            "damaged_leaves": len(bad_parity),
+        }
     data_ok = not bad and actual == size
     report["intact"] = data_ok
     expected = memoryview(m.leaf_bytes).cast("Q")
@@ -858,7 +881,7 @@ def _repair_one(
                 m,
                 plan,
                 min(actual, size),
-                state.parity,
+                state.loaded_parity(),
                 bad_parity,
                 threads,
                 progress,

@@ -528,8 +528,13 @@ def load_parity(sidecar_path: str, bulk_offset: int, sec: ParitySection, *, thre
         avail = max(0, min(sec.parity_length, size - start))
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
     if avail == sec.parity_length and mm is not None:
-        _populate(mm, start, sec.parity_length)
         data: bytes | memoryview = memoryview(mm)[start : start + sec.parity_length]
+        # Checked with direct reads where possible (the parity is usually not cached: protect writes
+        # it past the page cache); the mapping is then read only where a repair needs the bytes.
+        digests = _parity_digests_direct(sidecar_path, start, sec.parity_length, sec.leaf_size, threads)
+        if digests is not None:
+            return LoadedParity(sec, data, _mismatched_leaves(digests, sec.leaf_bytes), mm)
+        _populate(mm, start, sec.parity_length)
         keep = mm
     else:
         # A truncated sidecar: the missing leaves are zeros and reported damaged.
@@ -551,6 +556,38 @@ def _populate(mm: mmap.mmap, start: int, length: int) -> None:
     lo = start - start % mmap.PAGESIZE
     with contextlib.suppress(OSError, ValueError):
         mm.madvise(_MADV_POPULATE_READ, lo, start + length - lo)
+
+
+class Pending:
+    """A call running on a thread of its own (`in_background`); result() joins it and returns its
+    value or re-raises what it raised."""
+
+    def __init__(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        import threading
+
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = fn(*args, **kwargs)
+            except BaseException as e:  # re-raised by result()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="fastckpt-parity", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def in_background(fn: Any, *args: Any, **kwargs: Any) -> Pending:
+    """Starts fn(*args, **kwargs) on a thread: verify and repair check the parity (read from the
+    disk) while the file is hashed."""
+    return Pending(fn, *args, **kwargs)
 
 
 def _is_url(path: str) -> bool:
@@ -637,8 +674,10 @@ __all__ = [
     "SEC_PARITY_STANDIN",
     "LoadedParity",
     "ParitySection",
+    "Pending",
     "decode_parity_section",
     "encode_parity_section",
+    "in_background",
     "load_parity",
     "parity_problems",
     "parity_section_of",

@@ -142,35 +142,6 @@ def describe_region(
 # ---------------------------------------------------------------------------------------------
 
 
-class _ParityCheck:
-    """sidecar_parity.parity_problems(sc) on a thread of its own, started at once; result() joins it
-    and re-raises what it raised. One thread is enough: the check is bound by the disk."""
-
-    def __init__(self, sc: SidecarFile) -> None:
-        import threading
-
-        from .sidecar_parity import parity_problems
-
-        self._problems: list[str] = []
-        self._error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                self._problems = parity_problems(sc, threads=1)
-            except BaseException as e:  # re-raised by result()
-                self._error = e
-
-        self._thread = threading.Thread(target=run, name="fastckpt-parity-check", daemon=True)
-        self._thread.start()
-
-    def result(self) -> list[str]:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._problems
-
-
-
 def verify_with_sidecar(
     path: str,
     sidecar: str | SidecarFile,
@@ -201,15 +172,21 @@ def verify_with_sidecar(
     )
     # The parity is checked while the file is hashed: it is read from the disk (protect writes it
     # past the page cache), which then costs the hash no time where the disk keeps up.
-    parity_check = _ParityCheck(sc)
+    from .sidecar_parity import in_background, parity_problems
+
+    parity_check = in_background(parity_problems, sc, threads=1)
     try:
         if digest is not None:  # ---- remote storage (report issue): hashed by the caller
             d = digest
         else:
             if not os.path.exists(path):
-                raise InputError(path, None, f"expected the file described by {sc.path}, but it does not exist")
+                raise InputError(
+                    path, None, f"expected the file described by {sc.path}, but it does not exist"
+                )
             if os.path.isdir(path):
-                raise InputError(path, None, f"expected a file (as described by {sc.path}), found a directory")
+                raise InputError(
+                    path, None, f"expected a file (as described by {sc.path}), found a directory"
+                )
             d = hash_file(path, leaf_size=m.leaf_size, threads=threads, progress=progress)
     finally:
         parity_damage = parity_check.result()
