@@ -286,3 +286,43 @@ def test_repair_raises_what_the_parity_load_raised(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "injected" in err[0] and "4096" in err[0], err
     assert sorted(os.listdir(tmp_path)) == ["m.bin", "m.bin.fastckpt"]
+
+
+def test_direct_parity_checks_from_several_threads(tmp_path, spy) -> None:
+    """One read buffer is kept for the process; a thread that finds it in use reads into its own, so
+    checks running at once (verify of several files from several threads) never mix their bytes."""
+    import threading
+
+    import fastckpt.protect as pr
+
+    if not direct_io_works(str(tmp_path)):
+        pytest.skip("no direct I/O in the test folder")
+    jobs = []
+    for i in range(4):
+        folder = tmp_path / f"d{i}"
+        folder.mkdir()
+        p = str(folder / "m.bin")
+        with open(p, "wb") as f:
+            f.write(random_bytes(9 * (1 << 20) + 77 * i, 40 + i))  # over the 4 MiB read buffer
+        pr.protect_file(p, redundancy=10)
+        sc = read_sidecar(p + ".fastckpt")
+        sec = sp.parity_section_of(sc.manifest, path=sc.path)
+        assert sec is not None
+        jobs.append((sc.path, sc.bulk_offset + sec.parity_offset, sec))
+    results: dict[int, object] = {}
+
+    def check(i: int) -> None:
+        path, start, sec = jobs[i % len(jobs)]
+        for _ in range(3):
+            got = sp._parity_digests_direct(path, start, sec.parity_length, sec.leaf_size, 1)
+            if got != sec.leaf_bytes:
+                results[i] = got
+                return
+        results[i] = True
+
+    threads = [threading.Thread(target=check, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: True for i in range(8)}

@@ -14,6 +14,7 @@ import json
 import mmap
 import os
 import struct
+import threading
 from typing import Any
 
 from . import _native
@@ -406,9 +407,11 @@ class StreamedSidecar:
 # parity up (for less the page cache costs nothing worth saving).
 DIRECT_ALIGN = 4096
 DIRECT_MIN_BYTES = 8 << 20
-# Direct reads go through one page-aligned buffer of this size, kept for the process.
+# Direct reads go through a page-aligned buffer of this size: one kept for the process (fresh pages are
+# slow to touch on some VMs), or a private one for a caller that finds it in use by another thread.
 _DIRECT_CHUNK = 4 << 20
 _direct_buffer: mmap.mmap | None = None
+_direct_buffer_lock = threading.Lock()
 
 
 def _open_direct(path: str, flags: int) -> int | None:
@@ -423,8 +426,7 @@ def _open_direct(path: str, flags: int) -> int | None:
 
 
 def _aligned_zeros() -> mmap.mmap:
-    buf = mmap.mmap(-1, DIRECT_ALIGN)  # anonymous mappings are page-aligned and zero-filled
-    return buf
+    return mmap.mmap(-1, DIRECT_ALIGN)  # anonymous mappings are page-aligned and zero-filled
 
 
 def _parity_digests_direct(path: str, start: int, length: int, leaf_size: int, threads: int) -> bytes | None:
@@ -439,12 +441,16 @@ def _parity_digests_direct(path: str, start: int, length: int, leaf_size: int, t
     fd = _open_direct(path, os.O_RDONLY)
     if fd is None:
         return None
+    shared = _direct_buffer_lock.acquire(blocking=False)
     try:
         if os.fstat(fd).st_size < start + length:
             return None
-        if _direct_buffer is None:
-            _direct_buffer = mmap.mmap(-1, _DIRECT_CHUNK)
-        buf = _direct_buffer
+        if not shared:
+            buf = mmap.mmap(-1, _DIRECT_CHUNK)
+        else:
+            if _direct_buffer is None:
+                _direct_buffer = mmap.mmap(-1, _DIRECT_CHUNK)
+            buf = _direct_buffer
         chunk = _DIRECT_CHUNK - _DIRECT_CHUNK % leaf_size
         view = memoryview(buf)
         parts = []
@@ -466,6 +472,8 @@ def _parity_digests_direct(path: str, start: int, length: int, leaf_size: int, t
     except OSError:
         return None
     finally:
+        if shared:
+            _direct_buffer_lock.release()
         os.close(fd)
 
 
@@ -563,8 +571,6 @@ class Pending:
     value or re-raises what it raised."""
 
     def __init__(self, fn: Any, *args: Any, **kwargs: Any) -> None:
-        import threading
-
         self._value: Any = None
         self._error: BaseException | None = None
 
