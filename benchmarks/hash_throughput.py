@@ -48,10 +48,18 @@ def main() -> int:
     r["numpy_read_sum"] = gbs(median_seconds(lambda: words.sum(), args.runs))
 
     rows = [
-        ("fastckpt, 1 thread", r["fastckpt_1_thread"], f"GB/s  {r['fastckpt_1_thread'] / r['xxhash_xxh3_64']:.2f}x xxhash (target >= 0.9x)"),
-        ("fastckpt, all threads", r["fastckpt_all_threads"], f"GB/s  {r['fastckpt_all_threads'] / r['xxhash_xxh3_64']:.2f}x xxhash (target >= 1.5x), "
-         f"{r['fastckpt_all_threads'] / r['hashlib_sha256']:.1f}x sha256 (target >= 10x), "
-         f"{r['fastckpt_all_threads'] / r['numpy_read_sum']:.2f}x numpy read (target >= 0.9x)"),
+        (
+            "fastckpt, 1 thread",
+            r["fastckpt_1_thread"],
+            f"GB/s  {r['fastckpt_1_thread'] / r['xxhash_xxh3_64']:.2f}x xxhash (target >= 0.9x)",
+        ),
+        (
+            "fastckpt, all threads",
+            r["fastckpt_all_threads"],
+            f"GB/s  {r['fastckpt_all_threads'] / r['xxhash_xxh3_64']:.2f}x xxhash (target >= 1.5x), "
+            f"{r['fastckpt_all_threads'] / r['hashlib_sha256']:.1f}x sha256 (target >= 10x), "
+            f"{r['fastckpt_all_threads'] / r['numpy_read_sum']:.2f}x numpy read (target >= 0.9x)",
+        ),
         ("xxhash.xxh3_64, one call", r["xxhash_xxh3_64"], "GB/s"),
         ("hashlib.sha256", r["hashlib_sha256"], "GB/s"),
         ("numpy sum (read bandwidth)", r["numpy_read_sum"], "GB/s"),
@@ -75,7 +83,11 @@ def main() -> int:
     print_table(
         f"Whole process on a hot {args.file_gib:g} GiB file (seconds, lower is better)",
         [
-            ("fastckpt hash FILE", fck, f"s  {size / fck / 1e9:.2f} GB/s  {py / fck:.2f}x faster than the one-liner"),
+            (
+                "fastckpt hash FILE",
+                fck,
+                f"s  {size / fck / 1e9:.2f} GB/s  {py / fck:.2f}x faster than the one-liner",
+            ),
             ("python xxhash over mmap", py, f"s  {size / py / 1e9:.2f} GB/s"),
         ],
         machine,

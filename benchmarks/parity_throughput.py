@@ -490,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
             rep.ratio(f"protect / hash-only, warm buffer, threads={th} (wall)", wall_ratio, "target <= 1.5")
     if file_ratio is not None:
         rep.ratio(
-            f"streamed protect pass / hash-only, hot file, threads={threads_all} (wall)", file_ratio, "target <= 1.5"
+            f"streamed protect pass / hash-only, hot file, threads={threads_all} (wall)",
+            file_ratio,
+            "target <= 1.5",
         )
     best = max(per_isa.values())
     rep.ratio("encode GB/s per core (best kernel, CPU time) / 2 GB/s target", best / 2.0)

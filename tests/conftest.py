@@ -22,13 +22,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def run_cli(args: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Runs `python -m fastckpt ARGS` in a fresh process (the way users run it)."""
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "fastckpt", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600
+        [sys.executable, "-m", "fastckpt", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=600,
     )
 
 

@@ -14,7 +14,9 @@ from fastckpt.protect import protect_file
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fastckpt", *argv], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fastckpt", *argv], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_output_and_exit_codes_survive_the_fast_exit(tmp_path: Path) -> None:

@@ -61,7 +61,9 @@ def two_rank_run(tmp_path_factory):
     root = base / "ckpt"
     procs = run_ranks([os.path.join(HERE, "_dcp_worker.py"), str(root), str(base / "rank{}.json")])
     codes = [p.returncode for p in procs]
-    assert codes == [0] * len(procs), "\n".join(f"rank {r} exit {p.returncode}:\n{p.stderr[-3000:]}" for r, p in enumerate(procs))
+    assert codes == [0] * len(procs), "\n".join(
+        f"rank {r} exit {p.returncode}:\n{p.stderr[-3000:]}" for r, p in enumerate(procs)
+    )
     results = [json.loads((base / f"rank{r}.json").read_text()) for r in range(2)]
     return root, results
 

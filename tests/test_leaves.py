@@ -24,8 +24,17 @@ def packed(leaves: bytes) -> list[int]:
 @pytest.mark.parametrize("leaf_size", [64, 1024, 4096, 65536])
 def test_leaf_boundaries(leaf_size: int) -> None:
     data = rng.randbytes(4 * leaf_size + 2)
-    for n in {0, 1, leaf_size - 1, leaf_size, leaf_size + 1, 2 * leaf_size - 1, 2 * leaf_size,
-              2 * leaf_size + 1, 4 * leaf_size + 1}:
+    for n in {
+        0,
+        1,
+        leaf_size - 1,
+        leaf_size,
+        leaf_size + 1,
+        2 * leaf_size - 1,
+        2 * leaf_size,
+        2 * leaf_size + 1,
+        4 * leaf_size + 1,
+    }:
         chunk = data[:n]
         assert packed(_native.leaf_digests(chunk, leaf_size, 1)) == _reference.leaf_digests(chunk, leaf_size)
         d = fastckpt.hash_bytes(chunk, leaf_size=leaf_size)
@@ -66,7 +75,9 @@ def test_hash_bytes_accepts_bytes_like_and_arrays() -> None:
         assert fastckpt.hash_bytes(obj).value == expect
     # A strided array hashes as its contiguous copy.
     arr = np.frombuffer(data, dtype=np.uint8).reshape(100, 100)[:, ::3]
-    assert fastckpt.hash_bytes(arr).value == _reference.bytes_digest(np.ascontiguousarray(arr).tobytes(), 65536)
+    assert fastckpt.hash_bytes(arr).value == _reference.bytes_digest(
+        np.ascontiguousarray(arr).tobytes(), 65536
+    )
 
 
 def test_hash_file_matches_reference(tmp_path) -> None:

@@ -452,12 +452,16 @@ def test_protect_reports_a_failed_parity_write(tmp_path, monkeypatch, capsys) ->
     monkeypatch.setattr(parity, "scan_file", full)
     assert main(["protect", str(p)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"fastckpt: error: {p}.fastckpt: No space left on device (writing the parity into its temporary file)"]
+    assert err == [
+        f"fastckpt: error: {p}.fastckpt: No space left on device (writing the parity into its temporary file)"
+    ]
     assert sorted(os.listdir(tmp_path)) == ["m.bin"]
 
 
 @pytest.mark.parametrize("pct", ["0", "5"])
-def test_protect_reports_a_full_disk_while_writing_the_sidecar(tmp_path, monkeypatch, capsys, pct: str) -> None:
+def test_protect_reports_a_full_disk_while_writing_the_sidecar(
+    tmp_path, monkeypatch, capsys, pct: str
+) -> None:
     """os.pwrite failing with ENOSPC while the manifest copies are written (with parity: around the
     streamed parity; without: the whole sidecar): the error names the sidecar, nothing is left."""
     import fastckpt.sidecar as sidecar

@@ -33,12 +33,26 @@ def test_stub_covers_every_native_function() -> None:
 
 
 def test_mypy_strict_on_stub_and_package(tmp_path: pathlib.Path) -> None:
-    if shutil.which("mypy") is None and subprocess.run([sys.executable, "-m", "mypy", "--version"], capture_output=True).returncode:
+    if (
+        shutil.which("mypy") is None
+        and subprocess.run([sys.executable, "-m", "mypy", "--version"], capture_output=True).returncode
+    ):
         pytest.skip("mypy not installed")
     r = subprocess.run(
         # By module name, from an empty folder: mypy resolves the installed (py.typed) package.
-        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--cache-dir", str(tmp_path / "cache"),
-         "-m", "fastckpt._native", "-m", "fastckpt.digest"],
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--follow-imports=silent",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "-m",
+            "fastckpt._native",
+            "-m",
+            "fastckpt.digest",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,

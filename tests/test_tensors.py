@@ -14,9 +14,27 @@ from fastckpt.digest import dtype_name  # noqa: E402
 
 def all_dtypes() -> list[torch.dtype]:
     names = [
-        "float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
-        "float8_e5m2fnuz", "float8_e8m0fnu", "complex128", "complex64", "complex32", "int64", "int32", "int16",
-        "int8", "uint8", "uint16", "uint32", "uint64", "bool",
+        "float64",
+        "float32",
+        "float16",
+        "bfloat16",
+        "float8_e4m3fn",
+        "float8_e5m2",
+        "float8_e4m3fnuz",
+        "float8_e5m2fnuz",
+        "float8_e8m0fnu",
+        "complex128",
+        "complex64",
+        "complex32",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool",
     ]
     return [getattr(torch, n) for n in names if hasattr(torch, n)]
 
@@ -33,8 +51,10 @@ def reference(t: torch.Tensor, leaf: int = 65536) -> int:
 
 def random_tensor(dtype: torch.dtype, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    nbytes = int(torch.tensor(shape).prod().item()) * torch.empty((), dtype=dtype).element_size() if shape else (
-        torch.empty((), dtype=dtype).element_size()
+    nbytes = (
+        int(torch.tensor(shape).prod().item()) * torch.empty((), dtype=dtype).element_size()
+        if shape
+        else (torch.empty((), dtype=dtype).element_size())
     )
     # bool bytes other than 0/1 are not valid bools (copies may normalize them), so draw 0/1 there.
     high = 2 if dtype == torch.bool else 256
@@ -51,13 +71,25 @@ def test_every_dtype_matches_reference(dtype: torch.dtype, shape: tuple[int, ...
     assert (d.dtype, d.shape, d.nbytes) == (dtype_name(dtype), shape, t.numel() * t.element_size())
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8, torch.bool, torch.complex64], ids=str)
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.bfloat16, torch.int8, torch.bool, torch.complex64], ids=str
+)
 def test_non_contiguous_hashes_like_contiguous_copy(dtype: torch.dtype) -> None:
     base = random_tensor(dtype, (64, 96, 5))
-    views = [base.transpose(0, 1), base[:, ::3], base[1:, 2:50, 1:4], base.permute(2, 0, 1), base[5], base.expand(2, -1, -1, -1)]
+    views = [
+        base.transpose(0, 1),
+        base[:, ::3],
+        base[1:, 2:50, 1:4],
+        base.permute(2, 0, 1),
+        base[5],
+        base.expand(2, -1, -1, -1),
+    ]
     for v in views:
         assert not v.is_contiguous() or v.storage_offset() != 0
-        assert fastckpt.hash_tensor(v, leaf_size=512).value == fastckpt.hash_tensor(v.contiguous(), leaf_size=512).value
+        assert (
+            fastckpt.hash_tensor(v, leaf_size=512).value
+            == fastckpt.hash_tensor(v.contiguous(), leaf_size=512).value
+        )
         assert fastckpt.hash_tensor(v, leaf_size=512).value == reference(v, 512)
 
 

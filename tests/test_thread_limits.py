@@ -82,7 +82,8 @@ CHILD = textwrap.dedent(
 
 def leaves(data: bytes) -> str:
     return b"".join(
-        xxhash.xxh3_64_intdigest(data[i : i + 65536]).to_bytes(8, "little") for i in range(0, len(data), 65536)
+        xxhash.xxh3_64_intdigest(data[i : i + 65536]).to_bytes(8, "little")
+        for i in range(0, len(data), 65536)
     ).hex()
 
 

@@ -34,8 +34,26 @@ def test_xxh3_128_every_length_0_to_4160() -> None:
 @pytest.mark.parametrize("isa", ISAS)
 def test_each_isa_long_loop_matches_xxhash(isa: str) -> None:
     # Leaf size 64 would never reach the long path; hash single large leaves instead.
-    for n in [241, 255, 256, 257, 1023, 1024, 1025, 2047, 2048, 2049, 4095, 4096, 4097, 65535, 65536, 65537,
-              1 << 20, (1 << 20) + 13]:
+    for n in [
+        241,
+        255,
+        256,
+        257,
+        1023,
+        1024,
+        1025,
+        2047,
+        2048,
+        2049,
+        4095,
+        4096,
+        4097,
+        65535,
+        65536,
+        65537,
+        1 << 20,
+        (1 << 20) + 13,
+    ]:
         data = (POOL * ((n // len(POOL)) + 1))[:n]
         got = memoryview(_native.leaf_digests(data, 1 << 21, 1, isa)).cast("Q").tolist()
         assert got == [xxhash.xxh3_64_intdigest(data)], (isa, n)

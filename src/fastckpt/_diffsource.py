@@ -164,7 +164,9 @@ def file_side(path: str, use_sidecars: bool = True) -> Side:
         if not exists(path):
             raise InputError(path, None, "expected an existing object, but there is none at this URL")
         if isdir(path):
-            raise InputError(path, None, "expected a checkpoint object (folders are compared only when local)")
+            raise InputError(
+                path, None, "expected a checkpoint object (folders are compared only when local)"
+            )
         return _layout_side(formats, path, use_sidecars)
     # ---- end remote storage
     if not os.path.exists(path):

@@ -64,7 +64,9 @@ class Digest:
         return self.hex()
 
 
-def _digest_from_leaves(leaf_bytes: bytes, leaf_size: int, nbytes: int, dtype: str, shape: tuple[int, ...]) -> Digest:
+def _digest_from_leaves(
+    leaf_bytes: bytes, leaf_size: int, nbytes: int, dtype: str, shape: tuple[int, ...]
+) -> Digest:
     name = dtype.encode("ascii")
     message = b"".join(
         (
@@ -94,7 +96,9 @@ def hash_bytes(obj: Any, *, leaf_size: int = DEFAULT_LEAF_SIZE, threads: int = 0
     try:
         view = memoryview(obj)
     except TypeError:
-        raise UsageError(f"hash_bytes expects a bytes-like object or numpy array, got {type(obj).__name__}") from None
+        raise UsageError(
+            f"hash_bytes expects a bytes-like object or numpy array, got {type(obj).__name__}"
+        ) from None
     if not view.c_contiguous:
         import numpy as np
 
@@ -215,7 +219,9 @@ def iter_tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from iter_tensors(v, f"{prefix}.{i}" if prefix else str(i))
 
 
-def hash_state_dict(state_dict: Mapping[str, Any], *, leaf_size: int = DEFAULT_LEAF_SIZE, threads: int = 0) -> StateDictDigest:
+def hash_state_dict(
+    state_dict: Mapping[str, Any], *, leaf_size: int = DEFAULT_LEAF_SIZE, threads: int = 0
+) -> StateDictDigest:
     """Digests of every tensor in a state_dict (nested dicts and lists are walked, keys dotted)."""
     from ._tensors import state_dict_leaf_digests
 

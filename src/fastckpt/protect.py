@@ -267,7 +267,9 @@ def _build(
             if sink is None or e.filename is not None:
                 raise
             # A failed write of the streamed parity (a full disk): say which file it was for.
-            raise OSError(e.errno, f"{e.strerror} (writing the parity into its temporary file)", sink.path) from None
+            raise OSError(
+                e.errno, f"{e.strerror} (writing the parity into its temporary file)", sink.path
+            ) from None
         bar.update(size)
     if any(got != r.crc for got, r in zip(sc.crcs, crc_records, strict=True)):
         # Damage: let the reader describe it (its problems are what protect reports and refuses on).
@@ -309,7 +311,9 @@ def manifest_of(
 def _stand_in_tensors(spans: list[Any]) -> list[TensorEntry]:
     """The TENSORS entries with every digest 0: the final manifest's shape before the pass."""
     return [
-        TensorEntry(t.key, t.dtype, tuple(int(d) for d in t.shape), t.offset, t.nbytes, t.itemsize, t.storage, 0, 0)
+        TensorEntry(
+            t.key, t.dtype, tuple(int(d) for d in t.shape), t.offset, t.nbytes, t.itemsize, t.storage, 0, 0
+        )
         for t in spans
     ]
 

@@ -15,13 +15,37 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 # Load the reference module by path: it must not need the compiled package (nor the package itself).
-_spec = importlib.util.spec_from_file_location("fastckpt_reference", HERE.parents[1] / "src" / "fastckpt" / "_reference.py")
+_spec = importlib.util.spec_from_file_location(
+    "fastckpt_reference", HERE.parents[1] / "src" / "fastckpt" / "_reference.py"
+)
 assert _spec is not None and _spec.loader is not None
 _reference = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_reference)
 
 OUT = HERE / "digest_v1.json"
-LENGTHS = [0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 1023, 1024, 1025, 4095, 4096, 4097, 65536, 65537, 200003]
+LENGTHS = [
+    0,
+    1,
+    3,
+    4,
+    8,
+    9,
+    16,
+    17,
+    128,
+    129,
+    240,
+    241,
+    1023,
+    1024,
+    1025,
+    4095,
+    4096,
+    4097,
+    65536,
+    65537,
+    200003,
+]
 LEAF_SIZES = [64, 1024, 65536]
 TENSORS = [
     # (dtype, shape): the input is the first nbytes of the pattern.
