@@ -281,31 +281,19 @@ void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, 
   const size_t n_tiles = (L + tile - 1) / tile;
   const size_t W = hook != nullptr ? kHookWindow : kWindow, n_windows = (G + W - 1) / W;
   const bool reports_windows = hook != nullptr && hook->window_done != nullptr && n_tiles == 1;
-  if (parity == nullptr && !reports_windows)
-    throw std::invalid_argument("encode without a parity buffer needs a window_done hook and whole-leaf tiles");
+  if (parity == nullptr && !(reports_windows && hook->window_buffer != nullptr))
+    throw std::invalid_argument(
+        "encode without a parity buffer needs window_buffer and window_done hooks and whole-leaf tiles");
   const int n_threads = resolve_threads(threads, len, n_windows * n_tiles);
-  // Without a parity buffer, worker w accumulates its window's m rows of W leaves in scratch[w]: a
-  // few hundred KiB that stay in cache and are reused, where a buffer for all the parity would be
-  // ~5 % of the file in fresh pages (first touches cost more than the encode itself).
-  const size_t scratch_bytes = parity == nullptr ? m * W * L : 0;
-  std::vector<std::vector<uint8_t>> scratch(
-      parity == nullptr && hook->window_buffer == nullptr ? static_cast<size_t>(n_threads) : 0);
-  cpu::parallel_tasks(n_windows * n_tiles, n_threads, [&](size_t task, int worker) {
+  // Without a parity buffer each window's m rows of W leaves are accumulated in a buffer from the
+  // hook (a few hundred KiB that stay in cache), never in a buffer of all the parity: ~5 % of the file
+  // in fresh pages, whose first touches cost more than the encode itself.
+  cpu::parallel_tasks(n_windows * n_tiles, n_threads, [&](size_t task, int) {
     const size_t g0 = (task / n_tiles) * W, col = (task % n_tiles) * tile;
     const size_t width = std::min(tile, L - col);
     const size_t n_groups = std::min(W, G - g0);
-    uint8_t* rows = parity != nullptr ? parity + g0 * L : nullptr;
-    size_t row_stride = G * L;
-    if (parity == nullptr) {
-      if (hook->window_buffer != nullptr) {
-        rows = hook->window_buffer(hook->ctx, scratch_bytes);
-      } else {
-        std::vector<uint8_t>& mine = scratch[static_cast<size_t>(worker)];
-        if (mine.size() != scratch_bytes) mine.resize(scratch_bytes);
-        rows = mine.data();
-      }
-      row_stride = W * L;
-    }
+    uint8_t* rows = parity != nullptr ? parity + g0 * L : hook->window_buffer(hook->ctx, m * W * L);
+    const size_t row_stride = parity != nullptr ? G * L : W * L;
     // dst[u * m + r]: parity row r of group g0 + u.
     std::vector<uint8_t*> dst(n_groups * m);
     for (size_t u = 0; u < n_groups; ++u)

@@ -130,9 +130,9 @@ struct RangeHook {
 // When `digests` is not null, the XXH3-64 of every data leaf is written there as well (with
 // `hash_loop`), in the same pass over memory: each leaf is hashed just before it is multiplied in,
 // while it is in cache.
-// `parity` may be null when `hook->window_done` consumes the parity and the leaves are not cut into
-// tiles (digests given): each worker then accumulates its window in a small buffer of its own and
-// the m * G * leaf_size bytes are never held at once (std::invalid_argument otherwise).
+// `parity` may be null when the hook's `window_buffer` provides each window's buffer and its
+// `window_done` consumes the window, and the leaves are not cut into tiles (digests given): the
+// m * G * leaf_size bytes are then never held at once (std::invalid_argument otherwise).
 void encode(const uint8_t* data, size_t len, const Code& code, uint8_t* parity, uint64_t* digests,
             cpu::LongAccumulateFn hash_loop, int threads, const Kernels& kernels, const RangeHook* hook = nullptr);
 

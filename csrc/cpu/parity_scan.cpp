@@ -146,13 +146,13 @@ class WindowArena {
   Block held_;
 };
 
-// Writes finished parity windows to the sidecar's temp file on a thread of its own, so that copying
-// them into the page cache and starting their write-back (sync_file_range) happen while the pass goes
-// on, and the workers never wait on the file (unless it falls behind by more than its buffers). The
-// parity is never held whole: ~5 % of the file in fresh pages cost more than the encode itself.
-// Page cache, not O_DIRECT: direct writes measured no faster here (0.158 s against 0.162 s for a
-// 2 GiB protect), and left the parity off the cache, so the verify that usually follows a protect
-// read ~100 MB back from the disk (0.28 s instead of 0.11 s).
+// Writes finished parity windows to the sidecar's temp file on a thread of its own, so that the
+// writes (and, through the page cache, starting their write-back with sync_file_range) happen while
+// the pass goes on, and the workers never wait on the file (unless it falls behind by more than its
+// buffers). The parity is never held whole: ~5 % of the file in fresh pages cost more than the
+// encode itself. The descriptor is the caller's: protect hands it one opened with O_DIRECT where the
+// file system allows (sidecar_parity.StreamedSidecar.parity_fd), which the page-aligned buffers and
+// whole-leaf writes here satisfy.
 class ParityWriter {
  public:
   // Small parity, or no thread to be had (a process or pids limit): each worker writes its own
@@ -179,14 +179,7 @@ class ParityWriter {
   ParityWriter(const ParityWriter&) = delete;
   ParityWriter& operator=(const ParityWriter&) = delete;
 
-  ~ParityWriter() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    queued_.notify_all();
-    if (thread_.joinable()) thread_.join();
-  }
+  ~ParityWriter() { stop(); }
 
   // A buffer of nbytes for a worker's next window: a free one, a new one while there are fewer than
   // the limit, or else the first one the writer gives back.
@@ -195,8 +188,7 @@ class ParityWriter {
     if (nbytes_ == 0) nbytes_ = nbytes;
     if (nbytes != nbytes_) throw std::logic_error("parity writer: windows of different sizes");
     if (free_.empty() && handed_out_ < max_buffers_) {
-      // Buffers are carved from one arena at page-aligned strides (whole pages copy into the page
-      // cache fastest).
+      // Buffers are carved from one arena at page-aligned strides.
       const size_t stride = (nbytes + kPageAlign - 1) / kPageAlign * kPageAlign;
       if (arena_base_ == nullptr) arena_base_ = arena_.take(stride * max_buffers_);
       return arena_base_ + stride * handed_out_++;
@@ -227,17 +219,13 @@ class ParityWriter {
 
   // Waits until everything submitted is written; throws std::system_error for the first write error.
   void finish() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    queued_.notify_all();
-    if (thread_.joinable()) thread_.join();
+    stop();
     if (error_ != 0) throw std::system_error(error_, std::generic_category(), "writing parity to the sidecar");
   }
 
  private:
-  static constexpr size_t kPageAlign = 4096;  // whole pages copy into the page cache fastest
+  // Whole pages: what O_DIRECT requires of buffers, and what copies into the page cache fastest.
+  static constexpr size_t kPageAlign = 4096;
   static constexpr size_t kMaxRun = 16;  // windows per write
   // Below this much parity a thread of its own is not worth starting.
   static constexpr uint64_t kMinBytesForThread = uint64_t{8} << 20;
@@ -248,6 +236,16 @@ class ParityWriter {
     size_t n_groups;
     bool owned;
   };
+
+  // The writer thread writes what is queued and returns; joined here.
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    queued_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
 
   void run() {
     std::vector<Window> batch;
