@@ -326,3 +326,37 @@ def test_direct_parity_checks_from_several_threads(tmp_path, spy) -> None:
     for t in threads:
         t.join()
     assert results == {i: True for i in range(8)}
+
+
+def test_verify_reports_the_hash_error_over_the_parity_check_error(tmp_path, monkeypatch, capsys) -> None:
+    """Both the file hash and the parity check on its thread fail: the file's error is the one the
+    user sees (a missing file is found before the parity is read at all)."""
+    import fastckpt.digest as digest
+    import fastckpt.protect as pr
+    from fastckpt.cli import main
+
+    p = _opaque(tmp_path)
+    pr.protect_file(p, redundancy=5)
+    started = []
+
+    def broken(sc, *, threads: int = 0):  # type: ignore[no-untyped-def]
+        started.append(sc.path)
+        raise InputError(sc.path, 123, "a readable parity area (injected)")
+
+    monkeypatch.setattr(sp, "parity_problems", broken)
+
+    def unreadable(path, **kwargs):  # type: ignore[no-untyped-def]
+        raise InputError(path, 77, "a readable file (injected into the hash)")
+
+    monkeypatch.setattr(digest, "hash_file", unreadable)
+    assert main(["verify", p]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "injected into the hash" in err[0], err
+    assert started == [p + ".fastckpt"]
+
+    started.clear()
+    os.rename(p, p + ".gone")
+    assert main(["verify", "--sidecar", p + ".fastckpt", p]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0], err
+    assert started == []

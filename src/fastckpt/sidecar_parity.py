@@ -596,12 +596,6 @@ def in_background(fn: Any, *args: Any, **kwargs: Any) -> Pending:
     return Pending(fn, *args, **kwargs)
 
 
-def _is_url(path: str) -> bool:
-    from ._url import is_url
-
-    return is_url(path)
-
-
 def _mismatched_leaves(actual: bytes, expected: bytes) -> list[int]:
     """Indices of the packed u64 leaf digests that differ (both hold the same number)."""
     if actual == expected:
@@ -661,16 +655,10 @@ def parity_problems(sc: Any, *, threads: int = 0) -> list[str]:
         return [f"parity is unusable: {e.expected}"]
     if sec is None:
         return []
-    bad = None
-    if not _is_url(sc.path):
-        actual = _parity_digests_direct(
-            sc.path, sc.bulk_offset + sec.parity_offset, sec.parity_length, sec.leaf_size, threads
-        )
-        if actual is not None:
-            bad = _mismatched_leaves(actual, sec.leaf_bytes)
-    if bad is None:
-        with load_parity(sc.path, sc.bulk_offset, sec, threads=threads) as loaded:
-            bad = loaded.damaged
+    # load_parity checks with direct reads where it can and maps the parity lazily: nothing but the
+    # digests is read here.
+    with load_parity(sc.path, sc.bulk_offset, sec, threads=threads) as loaded:
+        bad = loaded.damaged
     if not bad:
         return []
     return [f"{len(bad)} of {sec.parity_leaves} parity leaves are damaged (first: parity leaf {bad[0]})"]

@@ -10,6 +10,7 @@ safetensors offsets, DCP metadata) are reported instead.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 from typing import Any
 
@@ -170,27 +171,28 @@ def verify_with_sidecar(
         unsafe=list(m.unsafe),
         sidecar_damaged=sc.damaged,
     )
+    if digest is None:
+        if not os.path.exists(path):
+            raise InputError(path, None, f"expected the file described by {sc.path}, but it does not exist")
+        if os.path.isdir(path):
+            raise InputError(path, None, f"expected a file (as described by {sc.path}), found a directory")
     # The parity is checked while the file is hashed: it is read from the disk (protect writes it
     # past the page cache), which then costs the hash no time where the disk keeps up.
     from .sidecar_parity import in_background, parity_problems
 
     parity_check = in_background(parity_problems, sc, threads=1)
     try:
-        if digest is not None:  # ---- remote storage (report issue): hashed by the caller
-            d = digest
-        else:
-            if not os.path.exists(path):
-                raise InputError(
-                    path, None, f"expected the file described by {sc.path}, but it does not exist"
-                )
-            if os.path.isdir(path):
-                raise InputError(
-                    path, None, f"expected a file (as described by {sc.path}), found a directory"
-                )
-            d = hash_file(path, leaf_size=m.leaf_size, threads=threads, progress=progress)
-    finally:
-        parity_damage = parity_check.result()
-    sidecar_problems = sc.problems() + parity_damage
+        # digest: remote storage (report issue), hashed by the caller
+        d = (
+            digest
+            if digest is not None
+            else hash_file(path, leaf_size=m.leaf_size, threads=threads, progress=progress)
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):  # the hash's error is the one to report
+            parity_check.result()
+        raise
+    sidecar_problems = sc.problems() + parity_check.result()
     if sidecar_problems:
         report["sidecar_damaged"] = True
         report["sidecar_problems"] = sidecar_problems
